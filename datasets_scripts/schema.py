@@ -1,0 +1,106 @@
+"""The emvision dataset schema (one `datasets.Features` per subset) and the rules every builder shares.
+
+Subsets, each saved with ``save_to_disk`` under ``DIR/<subset>``:
+
+- ``images``: one row per micrograph.
+- ``vqa``: one row per question-answer pair.
+- ``class_descriptions``: one row per (class, description) text used by HNF's text branch.
+
+Every row says where its image and its text came from (``source``, ``teacher``), so synthetic
+images, oracle answers and hand-written descriptions can never pass for real data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+from datasets import ClassLabel, Features, Image, Value
+
+from emvision.modeling.sem_categories import SEM_CATEGORIES
+
+SUBSETS = ("images", "vqa", "class_descriptions")
+DEFAULT_NUM_FOLDS = 10
+DEFAULT_SHORT_SIDE = 256
+SYNTHETIC_SOURCE = "synthetic"
+ORACLE_TEACHER = "oracle-synthetic"
+HUMAN_SOURCE = "human"
+
+
+def class_label(names: Sequence[str] = SEM_CATEGORIES) -> ClassLabel:
+    return ClassLabel(names=list(names))
+
+
+def images_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    return Features(
+        {
+            "image": Image(),
+            "image_id": Value("string"),  # sha256 of the original file's bytes
+            "label": class_label(names),
+            "fold": Value("int32"),
+            "source": Value("string"),  # archive path, user path, or "synthetic"
+            "width": Value("int32"),  # original size, before pre-resizing
+            "height": Value("int32"),
+            "metadata": Value("string"),  # JSON: generator parameters (synthetic) or user metadata
+        }
+    )
+
+
+def vqa_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    return Features(
+        {
+            "image_id": Value("string"),
+            "image": Image(),
+            "label": class_label(names),
+            "question_id": Value("int32"),  # prompt family 1..10 of the MVaEMa paper
+            "question": Value("string"),
+            "caption": Value("string"),  # names the true category: paper protocol, label-conditioned
+            "answer": Value("string"),
+            "teacher": Value("string"),  # model name, or "oracle-synthetic"
+            "prompt_version": Value("string"),
+            "fold": Value("int32"),
+        }
+    )
+
+
+def class_descriptions_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    return Features(
+        {
+            "label": class_label(names),
+            "name": Value("string"),
+            "description": Value("string"),
+            "source": Value("string"),  # model name, "oracle-synthetic", or "human"
+            "prompt": Value("string"),
+        }
+    )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def assign_folds(image_ids: Sequence[str], labels: Sequence[int], num_folds: int = DEFAULT_NUM_FOLDS, seed: int = 0) -> list[int]:
+    """Stratified, seeded fold per row; independent of row order (rows are ranked by image_id).
+
+    Within each class the images are shuffled and dealt round-robin, so every fold holds
+    floor or ceil of n_class / num_folds images of that class.
+    """
+    if num_folds < 1:
+        raise ValueError(f"num_folds must be >= 1, got {num_folds}")
+    if len(image_ids) != len(labels):
+        raise ValueError(f"{len(image_ids)} image_ids but {len(labels)} labels")
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for row, label in enumerate(labels):
+        by_class[label].append(row)
+    folds = [0] * len(labels)
+    offset = 0
+    for label in sorted(by_class):
+        rows = sorted(by_class[label], key=lambda r: image_ids[r])
+        random.Random(f"{seed}-{label}").shuffle(rows)
+        for position, row in enumerate(rows):
+            # the offset spreads the classes' remainders over different folds
+            folds[row] = (position + offset) % num_folds
+        offset += len(rows)
+    return folds
