@@ -7,12 +7,15 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md")
+EXCLUDED_DIRS = ("checkpoints",)  # training state (optimizer pickles) stays local
 
 
 def check_upload_folder(folder: str | Path) -> list[str]:
     """The files that would be uploaded; raises if the folder is not a complete model folder."""
     folder = Path(folder)
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    files = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in EXCLUDED_DIRS
+    )
     missing = [name for name in REQUIRED_FILES if name not in files and not (name == "model.safetensors" and "adapter_model.safetensors" in files)]
     if missing:
         raise FileNotFoundError(f"{folder} is not a complete model folder: missing {', '.join(missing)}")
