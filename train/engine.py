@@ -1,0 +1,315 @@
+"""The training loop both scripts share: the paper's protocol on top of Accelerate.
+
+Adam at lr 1e-3, batch 48, up to 50 epochs, the learning rate halved after 5 epochs without a
+better validation loss, early stopping on validation loss, best weights restored at the end.
+Checkpoints are written with ``accelerator.save_state`` every N optimizer steps or every epoch,
+and a run resumed from one (``--resume_from_checkpoint latest``) ends with the same weights as an
+uninterrupted run: the data order depends only on (seed, epoch), and every optimizer step reseeds
+the random generators from (seed, step, process), so nothing depends on where a run was cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_model, save_model
+from torch.utils.data import Sampler
+from tqdm.auto import tqdm
+
+STATE_FILE = "training_state.json"  # written last: a checkpoint without it is incomplete
+BEST_WEIGHTS = "best_model.safetensors"
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training protocol (paper defaults)")
+    group.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    group.add_argument("--weight_decay", type=float, default=0.0)
+    group.add_argument("--per_device_train_batch_size", type=int, default=48, help="batch per process (default: 48)")
+    group.add_argument("--per_device_eval_batch_size", type=int, default=96)
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--num_train_epochs", type=int, default=50, help="epoch cap (default: 50)")
+    group.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimizer steps")
+    group.add_argument("--early_stopping_patience", type=int, default=10, help="epochs without a better validation loss before stopping")
+    group.add_argument("--lr_patience", type=int, default=5, help="stagnant epochs before the learning rate is halved")
+    group.add_argument("--lr_factor", type=float, default=0.5)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="overrides accelerate's config")
+    group.add_argument("--num_workers", type=int, default=0, help="DataLoader workers per process")
+    run = parser.add_argument_group("checkpoints and tracking")
+    run.add_argument("--output_dir", type=str, default=None, help="model folder to write (default: outputs/<script>)")
+    run.add_argument("--checkpointing_steps", type=str, default="epoch", help="'epoch', an integer number of optimizer steps, or 'no'")
+    run.add_argument("--checkpoints_total_limit", type=int, default=2)
+    run.add_argument("--resume_from_checkpoint", type=str, default=None, help="a checkpoint folder, or 'latest'")
+    run.add_argument("--report_to", type=str, default="all", help="accelerate trackers ('all' uses whichever are installed; 'none')")
+
+
+def make_accelerator(args) -> Accelerator:
+    log_with = None if args.report_to == "none" else args.report_to
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=log_with,
+        project_dir=args.output_dir,
+    )
+
+
+def seed_everything(seed: int, *stream: int) -> None:
+    """Seed python, numpy and torch from (seed, *stream) so a step's randomness depends on nothing else."""
+    value = seed
+    for s in stream:
+        value = (value * 1_000_003 + s) % (2**31 - 1)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of the dataset that depends only on (seed, epoch)."""
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True):
+        self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.num_samples))
+        generator = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+@dataclass
+class EarlyStopping:
+    patience: int
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        """Record a validation loss; True when it is the best so far."""
+        if value < self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0  # current epoch
+    batches_in_epoch: int = 0  # batches of the current epoch already consumed
+    global_step: int = 0  # optimizer steps
+    early_stopping: dict = field(default_factory=dict)
+    scheduler: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)  # one dict per validation
+    finished: bool = False
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _json_load(obj):
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _json_load(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_load(v) for v in obj]
+    return obj
+
+
+def find_latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    complete = [p for p in checkpoint_dir.glob("step_*") if (p / STATE_FILE).is_file()]
+    return max(complete, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+class TrainingLoop:
+    """Runs the protocol for a model whose forward returns an output with ``.loss``."""
+
+    def __init__(self, accelerator: Accelerator, args, model, optimizer, train_loader, eval_loader, sampler: EpochShuffleSampler):
+        self.accelerator, self.args = accelerator, args
+        self.model, self.optimizer = model, optimizer
+        self.train_loader, self.eval_loader, self.sampler = train_loader, eval_loader, sampler
+        self.output_dir = Path(args.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor, patience=args.lr_patience)
+        self.early_stopping = EarlyStopping(args.early_stopping_patience)
+        self.state = TrainingState()
+        steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+        self.max_steps = args.max_train_steps or steps_per_epoch * args.num_train_epochs
+        self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = self.state
+        state.early_stopping, state.scheduler = asdict(self.early_stopping), self.scheduler.state_dict()
+        path = self.checkpoint_dir / f"step_{state.global_step:08d}"
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            (path / STATE_FILE).write_text(json.dumps(_json_safe(asdict(state)), indent=1))
+            complete = sorted((p for p in self.checkpoint_dir.glob("step_*") if (p / STATE_FILE).is_file()), key=lambda p: p.name)
+            for old in complete[: -self.args.checkpoints_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def resume(self, checkpoint: str) -> None:
+        path = find_latest_checkpoint(self.checkpoint_dir) if checkpoint == "latest" else Path(checkpoint)
+        if path is None:
+            self.accelerator.print(f"No complete checkpoint under {self.checkpoint_dir}: starting from scratch")
+            return
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
+        self.accelerator.load_state(str(path))
+        saved = _json_load(json.loads((path / STATE_FILE).read_text()))
+        self.state = TrainingState(**saved)
+        self.early_stopping = EarlyStopping(**self.state.early_stopping)
+        self.scheduler.load_state_dict(self.state.scheduler)
+        self.accelerator.print(f"Resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")
+
+    # ---- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_loss(self) -> dict[str, float]:
+        """Mean of every loss field over the validation set (gathered across processes)."""
+        self.model.eval()
+        seed_everything(self.args.seed, 7, self.state.epoch)  # ITM negatives are sampled: same ones every time
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in self.eval_loader:
+            outputs = self.model(**batch)
+            batch_size = next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
+            for name, value in outputs.items():
+                if name.startswith("loss") and value is not None:
+                    per_sample = self.accelerator.gather_for_metrics(value.detach().float().reshape(1).repeat(batch_size))
+                    sums[name] = sums.get(name, 0.0) + per_sample.sum().item()
+            count += self.accelerator.gather_for_metrics(torch.ones(batch_size, device=self.accelerator.device)).sum().item()
+        self.model.train()
+        return {f"val_{k}": v / max(count, 1) for k, v in sums.items()}
+
+    def _end_of_epoch(self) -> None:
+        metrics = self.validation_loss()
+        val_loss = metrics["val_loss"]
+        self.scheduler.step(val_loss)
+        improved = self.early_stopping.step(val_loss, self.state.epoch)
+        if improved:
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                save_model(self.accelerator.unwrap_model(self.model), str(self.checkpoint_dir / BEST_WEIGHTS))
+        lr = self.optimizer.param_groups[0]["lr"]
+        record = {"epoch": self.state.epoch, "step": self.state.global_step, "lr": lr, **metrics}
+        self.state.history.append(record)
+        self.accelerator.log(record, step=self.state.global_step)
+        self.accelerator.print(
+            f"epoch {self.state.epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" lr={lr:g}" + (" *" if improved else "")
+        )
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> TrainingState:
+        args, accelerator, state = self.args, self.accelerator, self.state
+        if args.resume_from_checkpoint:
+            self.resume(args.resume_from_checkpoint)
+            state = self.state
+        self.model.train()
+        progress = tqdm(total=self.max_steps, initial=state.global_step, desc="training", disable=not accelerator.is_local_main_process)
+        while not state.finished and state.epoch < args.num_train_epochs and state.global_step < self.max_steps:
+            self.sampler.set_epoch(state.epoch)
+            loader = self.train_loader
+            if state.batches_in_epoch:
+                loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            for batch in loader:
+                seed_everything(args.seed, state.global_step, state.batches_in_epoch, accelerator.process_index)
+                with accelerator.accumulate(self.model):
+                    loss = self.model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                state.batches_in_epoch += 1
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.3f}", epoch=state.epoch)
+                accelerator.log({"train_loss": loss.item()}, step=state.global_step)
+                if self.checkpoint_every and state.global_step % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if state.global_step >= self.max_steps:
+                    break
+            self._end_of_epoch()
+            state.epoch += 1
+            state.batches_in_epoch = 0
+            if self.early_stopping.should_stop:
+                accelerator.print(f"Early stopping: no better validation loss for {self.early_stopping.patience} epochs")
+                state.finished = True
+            if state.global_step >= self.max_steps:
+                state.finished = True
+            if args.checkpointing_steps == "epoch" or (state.finished and args.checkpointing_steps != "no"):
+                self.save_checkpoint()
+        progress.close()
+        self.restore_best()
+        return state
+
+    def restore_best(self) -> None:
+        best = self.checkpoint_dir / BEST_WEIGHTS
+        self.accelerator.wait_for_everyone()
+        if best.is_file():
+            load_model(self.accelerator.unwrap_model(self.model), str(best))
+            self.accelerator.print(
+                f"Restored the best weights (epoch {self.early_stopping.best_epoch}, val_loss {self.early_stopping.best:.4f})"
+            )
+
+
+def default_output_dir(script: str) -> str:
+    return os.path.join("outputs", script)
+
+
+def fold_splits(folds: list[int], fold: int, num_folds: int) -> tuple[list[int], list[int], list[int]]:
+    """Row indices of (train, validation, test) for cross-validation fold ``fold``.
+
+    The test fold is ``fold``; the next fold (mod K) is the validation fold that drives early
+    stopping and the learning-rate schedule; the other K-2 folds train.
+    """
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"--fold must be in [0, {num_folds}), got {fold}")
+    if num_folds < 3:
+        raise ValueError("--num_folds must be at least 3 (train, validation and test folds)")
+    present = sorted(set(folds))
+    if present and max(present) >= num_folds:
+        raise ValueError(f"the dataset has fold {max(present)} but --num_folds is {num_folds}")
+    val_fold = (fold + 1) % num_folds
+    train, val, test = [], [], []
+    for row, f in enumerate(folds):
+        f = f % num_folds
+        (test if f == fold else val if f == val_fold else train).append(row)
+    return train, val, test
+
+
+Collate = Callable[[list[dict]], dict]
