@@ -1,0 +1,51 @@
+"""LoRA adapters (PEFT) for enterprise fine-tuning of a released emvision model on in-house data.
+
+``--lora`` wraps the model before training so only the adapters (and any new heads listed in
+``modules_to_save``) train; the output folder then holds the adapter alone (``adapter_model.safetensors``
++ ``adapter_config.json``), loadable on top of the base with PEFT. ``--merge_lora`` also writes a
+merged standalone model to ``<output_dir>/merged``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+
+def add_lora_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LoRA (PEFT)")
+    group.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
+    group.add_argument("--lora_r", type=int, default=8, help="adapter rank (default: 8)")
+    group.add_argument("--lora_alpha", type=int, default=16)
+    group.add_argument("--lora_dropout", type=float, default=0.05)
+    group.add_argument(
+        "--lora_target_modules",
+        type=str,
+        default=None,
+        help="comma-separated module names (default: the model's attention and MLP projections)",
+    )
+    group.add_argument("--lora_modules_to_save", type=str, default=None, help="comma-separated modules trained in full (default: the model's task heads)")
+    group.add_argument("--merge_lora", action="store_true", help="also write a merged standalone model to <output_dir>/merged")
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def lora_config_for(model, args) -> LoraConfig:
+    """The model class names its defaults: ``_lora_target_modules`` and ``_lora_modules_to_save``."""
+    targets = _split(args.lora_target_modules) or list(getattr(model, "_lora_target_modules", []))
+    if not targets:
+        raise ValueError(f"{type(model).__name__} names no default LoRA target modules: pass --lora_target_modules")
+    modules_to_save = _split(args.lora_modules_to_save)
+    if modules_to_save is None:
+        modules_to_save = list(getattr(model, "_lora_modules_to_save", [])) or None
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=modules_to_save)
+
+
+def apply_lora(model, args, log=print) -> PeftModel:
+    peft_model = get_peft_model(model, lora_config_for(model, args))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    log(f"LoRA: trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+    return peft_model
