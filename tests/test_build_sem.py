@@ -1,0 +1,372 @@
+"""The SEM dataset builder on the real smoke micrographs, copied into every source layout it accepts.
+
+Bad files (corrupt bytes, a truncated JPEG, a zero-byte file, a .txt, a decompression bomb, a
+folder of an unknown class) are generated here; so is the small noise image standing for an
+image of an unknown class (synthetic, labelled as such below).
+"""
+
+import hashlib
+import io
+import json
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import zipfile
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from huggingface_hub import DatasetCard
+from PIL import Image
+
+from emvision.datasets_scripts.build_sem import (
+    ImageOptions,
+    ImageRejected,
+    build_sem_dataset,
+    main,
+    prepare_image,
+    push_to_hub,
+)
+from emvision.datasets_scripts.prompts import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
+from emvision.datasets_scripts.sources import ClassMatcher
+from emvision.modeling.sem_categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
+
+CATEGORY_TO_PREFIX = {name: k for k, name in ARCHIVE_PREFIX_TO_CATEGORY.items()}
+# the folder layout spells categories the ways people do
+FOLDER_SPELLINGS = {
+    "Porous_Sponge": "porous sponge",
+    "MEMS_devices_and_electrodes": "MEMS devices and electrodes",
+    "Films_Coated_Surface": "films-coated-surface",
+    "Patterned_surface": "PATTERNED_SURFACE",
+    "Fibres": "Fibers",
+}
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def _bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A valid PNG header declaring width x height pixels, with almost no pixel data behind it."""
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, real_sem_images):
+    root = tmp_path_factory.mktemp("sources")
+    by_name = {p.name: p for p in real_sem_images}
+
+    # 1. category folders in several spellings, one nested sub-folder, plus bad files
+    folders = root / "folders"
+    for image in real_sem_images:
+        category = image.parent.name
+        folder = folders / FOLDER_SPELLINGS.get(category, category)
+        if image.name.startswith("L6_0a6f78"):
+            folder = folder / "batch 2"  # a sub-folder inside a category folder keeps the category
+        _write(folder / image.name, image.read_bytes())
+    jpeg = by_name["L6_0a6f18702a4a32677c74ed390f3af7af.jpg"].read_bytes()
+    _write(folders / "Particles" / "corrupt.jpg", random.Random(0).randbytes(5000))
+    _write(folders / "Nanowires" / "truncated.jpg", jpeg[: len(jpeg) // 2])
+    _write(folders / "Tips" / "empty.png", b"")
+    _write(folders / "Powder" / "notes.txt", b"sample prepared on 2024-03-01\n")
+    _write(folders / "Fibers" / "bomb.png", _bomb_png())
+    # synthetic noise image standing for a micrograph of a class that is not one of the ten
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    _write(folders / "Graphene" / "flake.png", buffer.getvalue())
+    # an exact duplicate in its own class, and a copy filed under another class (a label conflict)
+    _write(folders / "Tips" / "tile_totalgood_Tips_copy.png", by_name["tile_totalgood_Tips.png"].read_bytes())
+    _write(folders / "Biological" / "sponge_again.jpg", by_name["goyal_sponge_val_0.jpg"].read_bytes())
+
+    # 2. flat archive names L<k>_<md5>.<ext>
+    flat = root / "flat"
+    for image in real_sem_images:
+        data = image.read_bytes()
+        name = f"L{CATEGORY_TO_PREFIX[image.parent.name]}_{hashlib.md5(data).hexdigest()}{image.suffix}"
+        _write(flat / name, data)
+
+    # 3. the same as archives, members in a scrambled order
+    flat_tar = root / "flat.tar.gz"
+    with tarfile.open(flat_tar, "w:gz") as tar:
+        members = sorted(flat.iterdir())
+        random.Random(1).shuffle(members)
+        for member in members:
+            tar.add(member, arcname=f"SEM_dataset/{member.name}")
+    folders_zip = root / "folders.zip"
+    with zipfile.ZipFile(folders_zip, "w") as archive:
+        for member in sorted(folders.rglob("*"), reverse=True):
+            if member.is_file():
+                archive.write(member, member.relative_to(folders).as_posix())
+    return {"folders": folders, "flat": flat, "flat_tar": flat_tar, "folders_zip": folders_zip, "root": root}
+
+
+@pytest.fixture(scope="module")
+def folders_build(layouts, tmp_path_factory):
+    output = tmp_path_factory.mktemp("builds") / "folders"
+    report = build_sem_dataset(layouts["folders"], output, num_workers=2, show_progress=False)
+    return output, report
+
+
+def _rejects(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "rejects.jsonl").read_text().splitlines()]
+
+
+def _rows(output: Path, subset: str = "images") -> list[dict]:
+    return list(load_from_disk(str(output / subset)))
+
+
+def test_category_folders_with_bad_files(folders_build, layouts):
+    output, report = folders_build
+    images = load_from_disk(str(output / "images"))
+    assert images.features["label"].names == list(SEM_CATEGORIES)
+    rows = list(images)
+    assert len(rows) == report.num_images == 17  # 18 real images, minus the one whose copy carries another label
+
+    rejects = {r["path"]: r for r in _rejects(output)}
+    expected_kinds = {
+        "Particles/corrupt.jpg": "corrupt",
+        "Nanowires/truncated.jpg": "truncated",
+        "Tips/empty.png": "empty",
+        "Powder/notes.txt": "not_image",
+        "Fibers/bomb.png": "decompression_bomb",
+        "Graphene/flake.png": "unknown_class",
+        "Tips/tile_totalgood_Tips_copy.png": "duplicate",
+        "Biological/sponge_again.jpg": "label_conflict",
+        "porous sponge/goyal_sponge_val_0.jpg": "label_conflict",
+    }
+    assert {path: r["kind"] for path, r in rejects.items()} == expected_kinds
+    assert rejects["Tips/tile_totalgood_Tips_copy.png"]["reason"] == "duplicate of Tips/tile_totalgood_Tips.png"
+    assert "Biological" in rejects["Biological/sponge_again.jpg"]["reason"] and "Porous_Sponge" in rejects["Biological/sponge_again.jpg"]["reason"]
+    assert "20000x20000" in rejects["Fibers/bomb.png"]["reason"]
+    assert "'Graphene'" in rejects["Graphene/flake.png"]["reason"] and "--allow_new_labels" in rejects["Graphene/flake.png"]["reason"]
+    assert report.num_duplicates == 1 and report.num_conflicts == 1
+
+    for row in rows:
+        original = (layouts["folders"] / row["source"]).read_bytes()
+        assert row["image_id"] == hashlib.sha256(original).hexdigest()
+        with Image.open(io.BytesIO(original)) as source_image:
+            assert (row["width"], row["height"]) == source_image.size
+        stored = row["image"]
+        assert min(stored.size) == min(256, row["width"], row["height"])
+        assert abs(stored.size[0] / stored.size[1] - row["width"] / row["height"]) < 0.01
+        assert stored.mode == "L"  # grayscale micrographs, the colour info bar included
+        assert row["metadata"] == "{}"
+        assert 0 <= row["fold"] < 10
+    labels = {row["source"]: SEM_CATEGORIES[row["label"]] for row in rows}
+    assert labels["MEMS devices and electrodes/tile_totalgood_MEMS_devices_and_electrodes.png"] == "MEMS_devices_and_electrodes"
+    assert labels["Nanowires/batch 2/L6_0a6f78b39b585f1be2400daebf44dcb3.jpg"] == "Nanowires"
+    assert labels["Fibers/tile_totalgood_Fibres.png"] == "Fibres"
+    assert [r["image_id"] for r in rows] == sorted(r["image_id"] for r in rows)
+    # stratified: the five sponge crops left spread over five different folds
+    sponge_folds = [row["fold"] for row in rows if SEM_CATEGORIES[row["label"]] == "Porous_Sponge"]
+    assert len(sponge_folds) == 5 and len(set(sponge_folds)) == 5
+
+    card = DatasetCard.load(output / "README.md")
+    assert card.data.license == "unknown"
+    assert card.data.emvision["class_counts"] == dict(Counter(SEM_CATEGORIES[r["label"]] for r in rows)) | {
+        name: 0 for name in SEM_CATEGORIES if name not in {SEM_CATEGORIES[r["label"]] for r in rows}
+    }
+    assert card.data.emvision["num_rejects"] == len(rejects) == len(report.rejects)
+    assert card.data.emvision["rejects_by_kind"]["label_conflict"] == 2
+    assert "Stored as lossless PNG" in card.text and "| 7 | Porous_Sponge | 5 |" in card.text
+    assert not (output / "vqa").exists()
+
+
+def test_every_archive_layout_gives_the_same_rows(folders_build, layouts, tmp_path):
+    # a zip of the folders (members in reverse order) gives exactly the folder build
+    output, _ = folders_build
+    zipped = tmp_path / "zipped"
+    build_sem_dataset(layouts["folders_zip"], zipped, num_workers=1, show_progress=False)
+    assert _rows(zipped) == _rows(output)
+    assert _rejects(zipped) == _rejects(output)
+
+    # flat L<k>_ names: labels from the prefix; a shuffled .tar.gz of them gives the same rows
+    flat, flat_tar = tmp_path / "flat", tmp_path / "flat_tar"
+    build_sem_dataset(layouts["flat"], flat, num_workers=2, show_progress=False)
+    report = build_sem_dataset(layouts["flat_tar"], flat_tar, num_workers=2, show_progress=False)
+    flat_rows, tar_rows = _rows(flat), _rows(flat_tar)
+    assert len(flat_rows) == 18 and report.num_images == 18 and _rejects(flat_tar) == []
+    assert [{**r, "source": "SEM_dataset/" + r["source"]} for r in flat_rows] == tar_rows
+    by_id = {r["image_id"]: SEM_CATEGORIES[r["label"]] for r in flat_rows}
+    folder_labels = {r["image_id"]: SEM_CATEGORIES[r["label"]] for r in _rows(output)}
+    assert all(by_id[image_id] == label for image_id, label in folder_labels.items())
+    # every file carries the archive's L<k>_<md5> name: the card credits the archive and its licence
+    card = DatasetCard.load(flat_tar / "README.md")
+    assert card.data.license == "cc-by-4.0" and "doi:10.23728/b2share.80df8606fcdb4b2bae1656f0dc6db8ba" in card.text
+
+
+def test_same_input_same_output_bytes(folders_build, layouts, tmp_path):
+    output, _ = folders_build
+    moved = shutil.copytree(layouts["folders"], tmp_path / "elsewhere" / "folders")
+    again = tmp_path / "again"
+    build_sem_dataset(moved, again, num_workers=0, show_progress=False)
+    produced = sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
+    assert produced == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for relative in produced:
+        assert (output / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+
+@pytest.fixture()
+def inhouse(tmp_path, real_sem_images):
+    """An ImageFolder of in-house images: flat files + metadata with labels, QA pairs and extra columns."""
+    folder = tmp_path / "inhouse"
+    picks = {"a.jpg": "Nanowires/L6_0a6f18702a4a32677c74ed390f3af7af.jpg", "b.png": "Tips/tile_totalgood_Tips.png", "c.png": "Powder/tile_totalgood_Powder.png"}
+    sem = {p.relative_to(p.parents[1]).as_posix(): p for p in real_sem_images}
+    for name, real in picks.items():
+        _write(folder / "train" / name, sem[real].read_bytes())
+    return folder
+
+
+def test_imagefolder_metadata_jsonl_writes_vqa(inhouse, tmp_path):
+    family = PROMPT_FAMILIES[1]
+    # hand-written stand-in answers, as a lab's own QA file would hold
+    rows = [
+        {"file_name": "a.jpg", "label": "nanowires", "magnification": "20 kX", "question": family.question, "answer": "Dense vertical wires."},
+        {"file_name": "a.jpg", "label": "Nanowires", "question": "Is the sample tilted?", "answer": "Yes, about 45 degrees.", "teacher": "lab-expert"},
+        {"file_name": "b.png", "label": "Tips", "magnification": "5 kX"},
+        {"file_name": "c.png", "question": "What is shown?", "answer": "A powder."},  # no label, no class folder
+        {"file_name": "missing.png", "label": "Tips"},
+        {"file_name": "b.png", "question": "Orphan question without an answer"},
+    ]
+    (inhouse / "train" / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    output = tmp_path / "out"
+    report = build_sem_dataset(inhouse, output, num_workers=0, show_progress=False)
+
+    images = {r["source"]: r for r in _rows(output)}
+    assert set(images) == {"train/a.jpg", "train/b.png"}
+    assert SEM_CATEGORIES[images["train/a.jpg"]["label"]] == "Nanowires"
+    assert json.loads(images["train/b.png"]["metadata"]) == {"magnification": "5 kX"}
+    rejects = {(r["path"], r["kind"]) for r in _rejects(output)}
+    assert ("train/c.png", "unknown_class") in rejects
+    assert ("train/missing.png", "metadata") in rejects
+    reasons = [r["reason"] for r in _rejects(output) if r["path"] == "train/metadata.jsonl"]
+    assert any("line 7: invalid JSON" in reason for reason in reasons)
+    assert any("row 6: a question without an answer" in reason for reason in reasons)
+
+    vqa = load_from_disk(str(output / "vqa"))
+    assert vqa.features["label"].names == list(SEM_CATEGORIES) and len(vqa) == report.num_qa_pairs == 2
+    by_question = {r["question"]: r for r in vqa}
+    paper, free = by_question[family.question], by_question["Is the sample tilted?"]
+    assert (paper["question_id"], paper["prompt_version"], paper["teacher"]) == (family.question_id, PROMPT_VERSION, "in-house")
+    assert (free["question_id"], free["prompt_version"], free["teacher"]) == (0, "in-house", "lab-expert")
+    for row in vqa:
+        assert row["image_id"] == images["train/a.jpg"]["image_id"] and row["fold"] == images["train/a.jpg"]["fold"]
+        assert row["caption"] == caption_for("Nanowires")
+        assert row["image"].size == images["train/a.jpg"]["image"].size
+    card = DatasetCard.load(output / "README.md")
+    assert "visual-question-answering" in card.data.task_categories and "in-house (1)" in card.text
+
+
+def test_metadata_csv_with_the_users_own_classes(inhouse, tmp_path):
+    (inhouse / "train" / "metadata.csv").write_text("file_name,label,operator\na.jpg,Defect,ana\nb.png,clean,ben\nc.png,Clean,ben\n")
+    (inhouse / "class_descriptions.csv").write_text(
+        "label,description\nDefect,Hand-written stand-in: a wafer region with a visible defect.\nClean,Hand-written stand-in: a defect-free region.\n"
+    )
+    # the ten SEM classes by default: in-house labels are unknown
+    default = build_sem_dataset(inhouse, tmp_path / "default", num_workers=0, show_progress=False)
+    assert default.num_images == 0 and default.rejects_by_kind["unknown_class"] == 5  # 3 images + 2 descriptions
+
+    own = build_sem_dataset(inhouse, tmp_path / "own", labels=["Clean", "Defect"], num_workers=0, show_progress=False)
+    images = load_from_disk(str(tmp_path / "own" / "images"))
+    assert images.features["label"].names == ["Clean", "Defect"]
+    assert {r["source"]: images.features["label"].int2str(r["label"]) for r in images} == {"train/a.jpg": "Defect", "train/b.png": "Clean", "train/c.png": "Clean"}
+    assert json.loads(next(r for r in images if r["source"] == "train/a.jpg")["metadata"]) == {"operator": "ana"}
+    descriptions = _rows(tmp_path / "own", "class_descriptions")
+    assert [(d["name"], d["source"]) for d in descriptions] == [("Clean", "human"), ("Defect", "human")]
+    assert own.num_descriptions == 2 and own.rejects == []
+
+    grown = build_sem_dataset(inhouse, tmp_path / "grown", allow_new_labels=True, num_workers=0, show_progress=False)
+    assert grown.class_names == [*SEM_CATEGORIES, "Clean", "Defect"]
+    assert load_from_disk(str(tmp_path / "grown" / "images")).features["label"].names == grown.class_names
+
+
+def test_prepare_image_conversions(real_sem_images):
+    jpeg = next(p for p in real_sem_images if p.name.startswith("L6_")).read_bytes()
+    prepared = prepare_image(jpeg)
+    assert (prepared.width, prepared.height, prepared.mode) == (1024, 768, "L")
+    assert Image.open(io.BytesIO(prepared.data)).size == (341, 256)
+    kept = prepare_image(jpeg, ImageOptions(short_side=0, image_format="jpeg", color="RGB"))
+    with Image.open(io.BytesIO(kept.data)) as image:
+        assert (image.format, image.size, image.mode) == ("JPEG", (1024, 768), "RGB")
+
+    # 16-bit grayscale: scaled to 8 bits, not clipped
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    stored = np.asarray(Image.open(io.BytesIO(prepare_image(buffer.getvalue()).data)))
+    assert stored.dtype == np.uint8 and stored.max() == round(65520 / 257) and stored.min() == 0
+
+    # a false-colour image stays RGB; the same picture in gray is stored as L
+    colour = np.zeros((300, 400, 3), dtype=np.uint8)
+    colour[..., 0] = np.linspace(0, 255, 400, dtype=np.uint8)
+    colour[..., 2] = 255 - colour[..., 0]
+    for array, mode in ((colour, "RGB"), (np.repeat(colour[..., :1], 3, axis=2), "L")):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        assert prepare_image(buffer.getvalue()).mode == mode
+
+    with pytest.raises(ImageRejected, match="over the limit of 1,000") as rejected:
+        prepare_image(jpeg, ImageOptions(max_pixels=1000))
+    assert rejected.value.kind == "decompression_bomb"
+    with pytest.raises(ValueError, match="image_format"):
+        ImageOptions(image_format="gif")
+
+
+def test_class_names_match_any_spelling():
+    matcher = ClassMatcher(SEM_CATEGORIES)
+    for spelling in ("porous sponge", "Porous_Sponge", "POROUS-SPONGE", "PorousSponge"):
+        assert matcher.match(spelling) == "Porous_Sponge"
+    assert matcher.match("MEMS devices and electrodes") == "MEMS_devices_and_electrodes"
+    assert matcher.resolve("x/Biological.tar/L0_" + "a" * 32 + ".jpg") == ("Biological", "")  # folder before prefix
+    assert matcher.resolve("L9_" + "b" * 32 + ".jpg") == ("Fibres", "")
+    with pytest.raises(ValueError, match="same class"):
+        ClassMatcher(["Defect", "defects"])
+
+
+def test_push_to_hub_uploads_card_subsets_and_rejects(folders_build, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    output, report = folders_build
+    calls = []
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", repo_id, kw)) or f"https://hub/{repo_id}")
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", lambda self, **kw: calls.append(("upload_file", kw["path_in_repo"], kw)))
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", lambda self, repo_id, **kw: calls.append(("card", repo_id, self.data.emvision)))
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo_id, **kw: calls.append(("dataset", repo_id, (len(self), kw))))
+
+    push_to_hub(output, "lab/sem", token="hf_test")
+    assert [c[0] for c in calls] == ["create_repo", "card", "dataset", "upload_file"]
+    assert calls[0][2]["private"] is True and calls[0][2]["repo_type"] == "dataset"
+    assert calls[1][2]["num_images"] == report.num_images
+    rows, kwargs = calls[2][2]
+    assert rows == report.num_images and kwargs["config_name"] == "images" and kwargs["private"] is True
+
+
+def test_cli(layouts, tmp_path, capsys):
+    output = tmp_path / "cli"
+    command = [sys.executable, "datasets_scripts/build_sem.py", str(layouts["flat"]), "--output", str(output), "--num_folds", "3", "--seed", "1", "--quiet"]
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(f"{output}: 18 images in 10 classes; 0 rejects")
+    assert {r["fold"] for r in _rows(output)} == {0, 1, 2}
+
+    # a second build into the same folder must be asked for; an output inside the source is refused
+    assert main([str(layouts["flat"]), "--output", str(output), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([str(layouts["flat"]), "--output", str(layouts["flat"] / "out"), "--quiet"]) == 2
+    assert "inside SOURCE" in capsys.readouterr().err
