@@ -1,0 +1,1575 @@
+"""Procedural synthetic SEM micrographs of the ten nanomaterial categories, with their generating parameters.
+
+SYNTHETIC DATA: nothing here is a real micrograph. The images imitate what a scanning electron
+microscope shows (secondary-electron edge brightening and shading, shot and scan-line noise, a
+burned-in information bar with a scale bar) so that pipelines can be developed and tested without
+the real archive, and so that an oracle teacher can answer questions about them exactly, from the
+parameters that drew them (see ``oracle_teacher.py``).
+
+How one image is made (``generate_micrograph``):
+
+1. Scene. A class renderer draws, at the "microscope" size (``render_scale`` x the stored size),
+   a height map (in render pixels) and a material map (secondary-electron yield of each phase),
+   and returns what it drew as measurements: sizes in nm, counts, arrangement, coverage, ...
+   Sizes are fractions of the horizontal field width (HFW), so a scene is the same physical scene
+   at any resolution; the magnification sets the HFW and hence every length in nm.
+2. Detector. The signal is material x (topographic yield ~ 1/cos(slope), saturating) plus an edge
+   effect that grows with the beam energy (convex rims bright, recesses dark), plus directional
+   shading for side-mounted Everhart-Thornley detectors; backscatter detectors favour material
+   contrast over topography.
+3. Acquisition. The frame is box-downsampled to the stored size (256 px short side, 4:3), then
+   gets Poisson-like shot noise, scan-line jitter and, for insulating samples, charging streaks.
+4. Information bar. Drawn at the microscope size (scale bar whose length matches the
+   magnification, EHT/HV, WD, magnification, detector), downsampled and burned into the bottom rows.
+
+Every random choice comes from one ``numpy`` generator seeded by ``(seed, index)``, so an image
+depends only on its index and the seed: not on how many images are made or how many processes
+make them. ``GENERATOR_VERSION`` changes whenever the output for a given seed would change.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from emvision.modeling.sem_categories import SEM_CATEGORIES
+
+GENERATOR_NAME = "emvision.synthetic_sem"
+GENERATOR_VERSION = "1.0"
+
+# Magnification -> horizontal field width: HFW = REFERENCE_DISPLAY_WIDTH_MM / magnification.
+# Measured on the ZEISS micrographs in shared/real_sem: 20.00 K X with a 2 um bar of 108 px out of
+# 1024 and 3.56 K X with a 10 um bar of 96 px both give a reference width of about 380 mm.
+REFERENCE_DISPLAY_WIDTH_MM = 380.0
+ASPECT_RATIO = 4 / 3  # stored and rendered frames are 4:3 like the 1024x768 originals
+
+# ---------------------------------------------------------------------------------------------
+# Class specifications: the parameter ranges that both the renderers and the oracle's class
+# descriptions use. Sizes are fractions of the HFW; physical ranges follow from the magnifications.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """Ranges a class's scenes are drawn from (sizes as fractions of the horizontal field width)."""
+
+    category: str
+    feature: str  # what one object is called ("nanoparticle", "pore", ...)
+    size_kind: str  # what the principal size measures ("diameter", "pitch", ...)
+    size_fraction: tuple[float, float]  # principal size / HFW
+    magnification: tuple[float, float]
+    variants: tuple[str, ...]
+    variant_weights: tuple[float, ...]
+    insulating: bool = False  # prone to charging artefacts
+
+    def size_nm_range(self) -> tuple[float, float]:
+        """Physical range of the principal size over the class's magnifications."""
+        low_mag, high_mag = self.magnification
+        return (self.size_fraction[0] * hfw_nm(high_mag), self.size_fraction[1] * hfw_nm(low_mag))
+
+
+CLASS_SPECS: dict[str, ClassSpec] = {
+    spec.category: spec
+    for spec in (
+        ClassSpec("Biological", "cell", "diameter", (0.03, 0.45), (500, 20_000),
+                  ("cells", "bacteria", "tissue"), (0.4, 0.35, 0.25), insulating=True),
+        ClassSpec("Fibres", "fibre", "diameter", (0.008, 0.04), (150, 20_000),
+                  ("nonwoven", "aligned", "woven"), (0.45, 0.25, 0.3), insulating=True),
+        ClassSpec("Films_Coated_Surface", "grain", "grain size", (0.015, 0.12), (3_000, 100_000),
+                  ("polycrystalline", "faceted", "cracked", "coating"), (0.3, 0.2, 0.3, 0.2)),
+        ClassSpec("MEMS_devices_and_electrodes", "electrode line", "line width", (0.008, 0.05), (40, 5_000),
+                  ("interdigitated", "pads_and_leads", "comb_drive", "serpentine"), (0.3, 0.3, 0.2, 0.2)),
+        ClassSpec("Nanowires", "nanowire", "diameter", (0.003, 0.012), (5_000, 100_000),
+                  ("forest", "lying", "bundled"), (0.45, 0.35, 0.2)),
+        ClassSpec("Particles", "nanoparticle", "diameter", (0.015, 0.09), (5_000, 150_000),
+                  ("spheres", "cubes", "faceted", "rods"), (0.4, 0.22, 0.23, 0.15)),
+        ClassSpec("Patterned_surface", "array element", "pitch", (0.035, 0.15), (1_000, 60_000),
+                  ("pillars", "holes", "dots", "gratings"), (0.3, 0.25, 0.25, 0.2)),
+        ClassSpec("Porous_Sponge", "pore", "pore diameter", (0.015, 0.12), (2_000, 100_000),
+                  ("foam", "bicontinuous", "membrane"), (0.4, 0.4, 0.2)),
+        ClassSpec("Powder", "grain", "grain size", (0.01, 0.04), (1_000, 50_000),
+                  ("granular", "agglomerates", "flakes"), (0.4, 0.35, 0.25), insulating=True),
+        ClassSpec("Tips", "tip", "apex radius", (0.0005, 0.01), (500, 50_000),
+                  ("needle", "pyramid", "etched_wire"), (0.45, 0.3, 0.25)),
+    )
+}
+assert tuple(sorted(CLASS_SPECS)) == SEM_CATEGORIES
+
+
+def hfw_nm(magnification: float) -> float:
+    """Horizontal field width in nm at a displayed magnification."""
+    return REFERENCE_DISPLAY_WIDTH_MM * 1e6 / magnification
+
+
+def stored_size(short_side: int) -> tuple[int, int]:
+    """(width, height) of a stored 4:3 image with the given short side, e.g. 256 -> (341, 256)."""
+    return int(short_side * ASPECT_RATIO), short_side
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric helpers (float32 arrays, row-major (height, width))
+# ---------------------------------------------------------------------------------------------
+
+
+def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _round_significant(value: float, digits: int = 3) -> float:
+    if value == 0:
+        return 0.0
+    return float(round(value, digits - 1 - int(math.floor(math.log10(abs(value))))))
+
+
+def _choice(rng: np.random.Generator, options, weights=None):
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)
+        weights = weights / weights.sum()
+    return options[int(rng.choice(len(options), p=weights))]
+
+
+def _resize(array: np.ndarray, width: int, height: int, resample=Image.BILINEAR) -> np.ndarray:
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), mode="F").resize((width, height), resample))
+
+
+def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur: exact separable taps for small sigma, a box pyramid for large sigma."""
+    if sigma <= 0.3:
+        return array
+    if sigma <= 2.5:
+        radius = int(math.ceil(2.5 * sigma))
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+        taps /= taps.sum()
+        padded = np.pad(array, ((0, 0), (radius, radius)), mode="edge")
+        rows = taps[0] * padded[:, : array.shape[1]]
+        for k in range(1, 2 * radius + 1):
+            rows += taps[k] * padded[:, k : k + array.shape[1]]
+        padded = np.pad(rows, ((radius, radius), (0, 0)), mode="edge")
+        out = taps[0] * padded[: array.shape[0]]
+        for k in range(1, 2 * radius + 1):
+            out += taps[k] * padded[k : k + array.shape[0]]
+        return out
+    height, width = array.shape
+    factor = sigma / 1.1
+    small = _resize(array, max(2, int(round(width / factor))), max(2, int(round(height / factor))), Image.BOX)
+    small = _blur(small, 1.0)
+    return _resize(small, width, height, Image.BICUBIC)
+
+
+def _gradient(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gx = np.zeros_like(array)
+    gy = np.zeros_like(array)
+    gx[:, 1:-1] = 0.5 * (array[:, 2:] - array[:, :-2])
+    gy[1:-1] = 0.5 * (array[2:] - array[:-2])
+    return gx, gy
+
+
+def _smooth_noise(rng: np.random.Generator, width: int, height: int, scale: float, octaves: int = 1) -> np.ndarray:
+    """Zero-mean, unit-std band-limited noise whose features are about ``scale`` pixels across."""
+    total = np.zeros((height, width), dtype=np.float32)
+    amplitude = 1.0
+    for _ in range(octaves):
+        cells_x = max(2, int(math.ceil(width / scale)) + 2)
+        cells_y = max(2, int(math.ceil(height / scale)) + 2)
+        grid = rng.standard_normal((cells_y, cells_x), dtype=np.float32)
+        total += amplitude * _resize(grid, width, height, Image.BICUBIC)
+        amplitude *= 0.5
+        scale /= 2.0
+        if scale < 1.5:
+            break
+    total -= total.mean()
+    return total / (total.std() + 1e-6)
+
+
+def _worley(rng: np.random.Generator, width: int, height: int, cell: float, jitter: float = 0.8,
+            warp: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Jittered-grid cellular noise: distance to the nearest and second-nearest seed, the nearest
+    seed's id, and the number of seeds (one seed per ``cell`` x ``cell`` square, optionally warped).
+
+    Only the 2 x 2 cells whose centres surround a pixel are searched: with jitter < 1 the nearest
+    seed is almost always among them, at under half the cost of the full 3 x 3 search.
+    """
+    nx = int(math.ceil(width / cell)) + 3
+    ny = int(math.ceil(height / cell)) + 3
+    seed_x = (np.arange(nx, dtype=np.float32)[None, :] - 1 + 0.5 + jitter * (rng.random((ny, nx), dtype=np.float32) - 0.5)) * cell
+    seed_y = (np.arange(ny, dtype=np.float32)[:, None] - 1 + 0.5 + jitter * (rng.random((ny, nx), dtype=np.float32) - 0.5)) * cell
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    if warp is not None:
+        xs, ys = xs + warp[0], ys + warp[1]
+    else:
+        xs, ys = np.broadcast_to(xs, (height, width)), np.broadcast_to(ys, (height, width))
+    cx = np.clip(np.floor(xs / cell - 0.5).astype(np.int32) + 1, 0, nx - 2)
+    cy = np.clip(np.floor(ys / cell - 0.5).astype(np.int32) + 1, 0, ny - 2)
+    f1 = np.full((height, width), np.inf, dtype=np.float32)
+    f2 = np.full((height, width), np.inf, dtype=np.float32)
+    nearest = np.zeros((height, width), dtype=np.int32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            flat = (cy + dy) * nx + (cx + dx)
+            d = np.square(seed_x.ravel()[flat] - xs)
+            d += np.square(seed_y.ravel()[flat] - ys)
+            closer = d < f1
+            np.minimum(f2, np.maximum(d, f1), out=f2)
+            np.copyto(nearest, flat, where=closer)
+            np.minimum(f1, d, out=f1)
+    return np.sqrt(f1), np.sqrt(f2), nearest, nx * ny
+
+
+def _hash_unit(ids: np.ndarray, salt: int) -> np.ndarray:
+    """A fixed pseudo-random value in [0, 1) per integer id (per-grain properties without a loop)."""
+    with np.errstate(over="ignore"):
+        x = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64((salt * 0xBF58476D1CE4E5B9 + 1) % 2**64)
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+    return (x >> np.uint64(40)).astype(np.float32) / float(1 << 24)
+
+
+def _stats_nm(values_px, nm_per_px: float) -> dict:
+    values = np.asarray(values_px, dtype=float) * nm_per_px
+    if values.size == 0:
+        return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+    return {key: _round_significant(float(fn(values)), 3) for key, fn in
+            (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes: one renderer per class. Each fills ``scene.height`` (render px) and ``scene.material``
+# and returns a JSON-able dict of what it drew, measured in nm where it is a length.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Scene:
+    """The sample as the microscope sees it: a height map and a material (electron-yield) map.
+
+    Vector drawing (``scene.h`` / ``scene.m``: PIL ``ImageDraw`` on float layers) happens at the
+    render size, in render pixels, heights included; fields computed with numpy (``arrays`` /
+    ``set_arrays``) live on the stored-size grid, heights in grid pixels. Switching between the two
+    box-filters the render layers down (anti-aliasing every drawn edge) or repeats grid pixels up.
+    """
+
+    def __init__(self, grid_width: int, grid_height: int, scale: int, visible_rows: int, nm_per_grid_px: float, rng: np.random.Generator):
+        self.gw, self.gh, self.scale = grid_width, grid_height, scale
+        self.width, self.height = grid_width * scale, grid_height * scale  # render size
+        self.visible_rows = visible_rows  # grid rows above the information bar
+        self.visible_render_rows = visible_rows * scale
+        self.nm_per_gpx = nm_per_grid_px
+        self.nm_per_px = nm_per_grid_px / scale
+        self.rng = rng
+        self._grid = (np.zeros((grid_height, grid_width), np.float32), np.full((grid_height, grid_width), 0.5, np.float32))
+        self._grid_current = True
+        self._layers: tuple[Image.Image, Image.Image] | None = None
+        self._draws: tuple[ImageDraw.ImageDraw, ImageDraw.ImageDraw] | None = None
+
+    # --- vector drawing at render size ---
+    def _drawing(self) -> tuple[ImageDraw.ImageDraw, ImageDraw.ImageDraw]:
+        if self._layers is None:
+            height, material = self._grid
+            size = (self.width, self.height)
+            # nearest-neighbour up, box down: undrawn pixels come back exactly as they were
+            self._layers = (Image.fromarray(height * self.scale, mode="F").resize(size, Image.NEAREST),
+                            Image.fromarray(material, mode="F").resize(size, Image.NEAREST))
+            self._draws = (ImageDraw.Draw(self._layers[0]), ImageDraw.Draw(self._layers[1]))
+        self._grid_current = False
+        return self._draws
+
+    @property
+    def h(self) -> ImageDraw.ImageDraw:
+        """Draws heights (render px) at render size."""
+        return self._drawing()[0]
+
+    @property
+    def m(self) -> ImageDraw.ImageDraw:
+        """Draws materials (relative electron yield) at render size."""
+        return self._drawing()[1]
+
+    # --- numpy fields on the grid ---
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(height in grid px, material) on the stored-size grid."""
+        if not self._grid_current:
+            size = (self.gw, self.gh)
+            height = np.array(self._layers[0].resize(size, Image.BOX), dtype=np.float32) / self.scale
+            material = np.array(self._layers[1].resize(size, Image.BOX), dtype=np.float32)
+            self._grid = (height, material)
+            self._grid_current = True
+        return self._grid
+
+    def set_arrays(self, height: np.ndarray, material: np.ndarray) -> None:
+        self._grid = (np.ascontiguousarray(height, dtype=np.float32), np.ascontiguousarray(material, dtype=np.float32))
+        self._grid_current = True
+        self._layers = None
+
+    # --- units ---
+    def px(self, fraction_of_width: float) -> float:
+        """A fraction of the field width in render px."""
+        return fraction_of_width * self.width
+
+    def nm(self, render_px: float) -> float:
+        return _round_significant(render_px * self.nm_per_px, 3)
+
+    def gnm(self, grid_px: float) -> float:
+        return _round_significant(grid_px * self.nm_per_gpx, 3)
+
+    def visible(self, y_render) -> np.ndarray:
+        return np.asarray(y_render) < self.visible_render_rows
+
+    def grid_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        ys, xs = np.mgrid[0 : self.gh, 0 : self.gw].astype(np.float32)
+        return xs, ys
+
+    # --- common pieces ---
+    def substrate(self, material: float, roughness: float, correlation: float = 3.0) -> None:
+        """A flat substrate with fine random relief (RMS height ``roughness`` grid px)."""
+        relief = roughness * _smooth_noise(self.rng, self.gw, self.gh, correlation, octaves=2)
+        self.set_arrays(relief, np.full((self.gh, self.gw), material, dtype=np.float32))
+
+    def add_debris(self, count: int, size_px: float, z: float = 0.0) -> int:
+        """Small foreign particles (dust, contamination); returns how many landed in view."""
+        xs = self.rng.uniform(0, self.width, count)
+        ys = self.rng.uniform(0, self.height, count)
+        for x, y in zip(xs, ys):
+            r = max(1.0, size_px * self.rng.uniform(0.4, 1.3))
+            self.h.ellipse((x - r, y - r, x + r, y + r), fill=float(z + r))
+            self.m.ellipse((x - r, y - r, x + r, y + r), fill=float(self.rng.uniform(0.8, 1.3)))
+        return int(self.visible(ys).sum())
+
+    def visible_fraction(self, mask: np.ndarray) -> float:
+        """Share of the visible (above the bar) grid covered by a mask."""
+        return round(float(mask[: self.visible_rows].mean()), 3)
+
+
+def _domes(scene: _Scene, xs, ys, radii, z0, material, terraces: int = 3, squash: float = 1.0) -> None:
+    """Hemispherical caps drawn as a few terraces (anti-aliased into smooth domes on the grid)."""
+    count = len(xs)
+    h, m = scene.h, scene.m
+    for x, y, r, z, mat in zip(xs, ys, radii, np.broadcast_to(z0, count), np.broadcast_to(material, count)):
+        m.ellipse((x - r, y - r * squash, x + r, y + r * squash), fill=float(mat))
+        for k in range(terraces):
+            rk = r * math.cos(0.5 * math.pi * k / terraces)
+            zk = z + r * math.sin(0.5 * math.pi * (k + 1) / terraces)
+            h.ellipse((x - rk, y - rk * squash, x + rk, y + rk * squash), fill=float(zk))
+
+
+def _touching_fraction(xs, ys, radii, slack: float = 1.05) -> float:
+    """Share of objects that overlap or touch at least one other."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    xs, ys, radii = (np.asarray(v, dtype=np.float32) for v in (xs, ys, radii))
+    d2 = (xs[:, None] - xs[None]) ** 2 + (ys[:, None] - ys[None]) ** 2
+    reach = (radii[:, None] + radii[None]) * slack
+    touching = d2 < reach**2
+    np.fill_diagonal(touching, False)
+    return round(float(touching.any(axis=1).mean()), 3)
+
+
+def _cluster_positions(rng, n, width, height, clusters, spread):
+    centres = np.stack([rng.uniform(0, width, clusters), rng.uniform(0, height, clusters)], axis=1)
+    which = rng.integers(0, clusters, n)
+    pos = centres[which] + rng.normal(0, spread, (n, 2))
+    return pos[:, 0], pos[:, 1]
+
+
+def _random_walk(rng, start, heading, step, steps, curvature) -> list[tuple[float, float]]:
+    """A smooth random path: the turning rate is an AR(1) process (std ``curvature`` rad/step)."""
+    noise = rng.normal(0, curvature, steps)
+    turn = np.convolve(noise, 0.8 ** np.arange(min(steps, 40)))[:steps]
+    headings = heading + np.cumsum(turn)
+    xs = start[0] + np.concatenate([[0.0], np.cumsum(step * np.cos(headings))])
+    ys = start[1] + np.concatenate([[0.0], np.cumsum(step * np.sin(headings))])
+    return list(zip(xs.tolist(), ys.tolist()))
+
+
+def _capsule(scene: _Scene, x, y, length, radius, angle, z0, material) -> None:
+    """A rod with hemispherical ends (two terraces for a rounded cross-section)."""
+    dx, dy = (length / 2 - radius) * math.cos(angle), (length / 2 - radius) * math.sin(angle)
+    ends = ((x - dx, y - dy), (x + dx, y + dy))
+    scene.m.line(ends, fill=float(material), width=max(1, int(round(2 * radius))))
+    for frac, z in ((1.0, z0 + 0.6 * radius), (0.6, z0 + radius)):
+        r = radius * frac
+        scene.h.line(ends, fill=float(z), width=max(1, int(round(2 * r))))
+        for ex, ey in ends:
+            scene.h.ellipse((ex - r, ey - r, ex + r, ey + r), fill=float(z))
+    for ex, ey in ends:
+        scene.m.ellipse((ex - radius, ey - radius, ex + radius, ey + radius), fill=float(material))
+
+
+def _draw_wire(scene: _Scene, points, width: float, z_low: float, material: float) -> None:
+    """A wire or fibre along a polyline; concentric strokes approximate a round cross-section."""
+    # (no rounded joints: PIL draws those in Python, and paths here turn by small angles per step)
+    steps = max(1, min(3, int(width / 5)))
+    scene.m.line(points, fill=float(material), width=max(1, int(round(width))))
+    for k in range(steps):
+        w = width * math.sqrt(1 - (k / (steps + 0.5)) ** 2)
+        z = z_low + 0.5 * width * (k + 1) / steps
+        scene.h.line(points, fill=float(z), width=max(1, int(round(w))))
+
+
+def _mean_intercept(mask: np.ndarray) -> float:
+    """Mean length (px) of the runs of True along rows: the intercept (chord) size of a phase."""
+    m = mask.astype(np.int8)
+    starts = int(np.count_nonzero(np.diff(m, axis=1) == 1) + np.count_nonzero(m[:, 0]))
+    return float(m.sum()) / max(starts, 1)
+
+
+def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    W, H = scene.width, scene.height
+    arrangements = ("dispersed", "clustered", "close-packed") if variant == "spheres" else ("dispersed", "clustered")
+    arrangement = _choice(rng, arrangements, (0.45, 0.35, 0.2) if variant == "spheres" else (0.55, 0.45))
+    low, high = spec.size_fraction
+    if arrangement == "close-packed":
+        low = max(low, 0.03)
+    mean_d = scene.px(_loguniform(rng, low, high))
+    cv = rng.uniform(0.02, 0.07) if arrangement == "close-packed" else rng.uniform(0.04, 0.35)
+    scene.substrate(rng.uniform(0.3, 0.65), roughness=rng.uniform(0.03, 0.2))
+    if arrangement == "close-packed":
+        pitch = mean_d * rng.uniform(1.0, 1.08)
+        angle = rng.uniform(0, math.pi / 3)
+        n_side = int(math.hypot(W, H) / pitch) + 2
+        i, j = np.meshgrid(np.arange(-n_side, n_side), np.arange(-n_side, n_side))
+        u, v = (i + 0.5 * j) * pitch, j * pitch * math.sqrt(3) / 2
+        xs = W / 2 + u * math.cos(angle) - v * math.sin(angle)
+        ys = H / 2 + u * math.sin(angle) + v * math.cos(angle)
+        keep = (xs > -mean_d) & (xs < W + mean_d) & (ys > -mean_d) & (ys < H + mean_d)
+        keep &= rng.random(keep.shape) >= rng.uniform(0.01, 0.12)  # vacancies
+        xs, ys = xs[keep] + rng.normal(0, 0.04 * pitch, keep.sum()), ys[keep] + rng.normal(0, 0.04 * pitch, keep.sum())
+        diam = np.clip(rng.normal(mean_d, cv * mean_d, xs.size), 0.6 * mean_d, 1.4 * mean_d)
+    else:
+        coverage = rng.uniform(0.06, 0.45)
+        n = int(np.clip(coverage * W * H / (math.pi * mean_d**2 / 4), 4, 900))
+        diam = np.clip(rng.lognormal(np.log(mean_d), cv, n), 2.0, None)
+        if arrangement == "clustered":
+            clusters = int(rng.integers(2, 9))
+            xs, ys = _cluster_positions(rng, n, W, H, clusters, rng.uniform(0.6, 2.0) * mean_d * math.sqrt(n / clusters) / 2)
+        else:
+            xs, ys = rng.uniform(0, W, n), rng.uniform(0, H, n)
+    order = np.argsort(ys)  # painter's order
+    xs, ys, diam = xs[order], ys[order], diam[order]
+    radii = diam / 2
+    materials = rng.uniform(0.85, 1.15) + rng.normal(0, 0.04, xs.size)
+    extra: dict = {}
+    if variant == "spheres":
+        _domes(scene, xs, ys, radii, 0.0, materials)
+    elif variant in ("cubes", "faceted"):
+        base_angle = rng.uniform(0, math.pi / 2)
+        h, m = scene.h, scene.m
+        for x, y, r, mat in zip(xs, ys, radii, materials):
+            if variant == "cubes":
+                a = base_angle + rng.normal(0, 0.5)
+                corners = [(x + r * 1.1 * math.cos(a + k * math.pi / 2), y + r * 1.1 * math.sin(a + k * math.pi / 2)) for k in range(4)]
+                inner = [(x + 0.65 * (cx - x), y + 0.65 * (cy - y)) for cx, cy in corners]
+                facet_m = mat * rng.uniform(0.7, 1.1, 4)
+            else:
+                k = int(rng.integers(5, 9))
+                angles = np.sort(rng.uniform(0, 2 * math.pi, k))
+                rad = r * rng.uniform(0.75, 1.2, k)
+                corners = [(x + q * math.cos(a), y + q * math.sin(a)) for a, q in zip(angles, rad)]
+                inner = [(x + rng.normal(0, 0.2 * r), y + rng.normal(0, 0.2 * r))] * k
+                facet_m = mat * rng.uniform(0.6, 1.2, k)
+            h.polygon(corners, fill=float(r))
+            for q in range(len(corners)):
+                m.polygon([corners[q], corners[(q + 1) % len(corners)], inner[(q + 1) % len(inner)], inner[q]], fill=float(facet_m[q]))
+            if variant == "cubes":
+                h.polygon(inner, fill=float(1.25 * r))
+                m.polygon(inner, fill=float(mat))
+        extra["faceted"] = True
+    else:  # short rods
+        aspect = rng.uniform(2.0, 5.0)
+        lengths = diam * aspect
+        for x, y, r, length, a, mat in zip(xs, ys, radii, lengths, rng.uniform(0, math.pi, xs.size), materials):
+            _capsule(scene, x, y, length, r, a, 0.0, mat)
+        extra["length_nm"] = _stats_nm(lengths[scene.visible(ys)], scene.nm_per_px)
+        extra["aspect_ratio"] = round(float(aspect), 2)
+    vis = scene.visible(ys) & (xs >= 0) & (xs < W) & (ys >= 0)
+    height, _ = scene.arrays()
+    covered = height > 0.3 * float(np.median(radii)) / scene.scale
+    debris = scene.add_debris(int(rng.integers(0, 4)), max(1.0, 0.15 * mean_d))
+    return {
+        "shape": {"spheres": "spherical", "cubes": "cubic", "faceted": "faceted polyhedral", "rods": "rod-like"}[variant],
+        "arrangement": arrangement,
+        "count": int(vis.sum()),
+        "size_nm": _stats_nm(diam[vis], scene.nm_per_px),
+        "size_cv": round(float(np.std(diam[vis]) / np.mean(diam[vis])), 3) if vis.any() else 0.0,
+        "coverage": scene.visible_fraction(covered),
+        "aggregation": _touching_fraction(xs[vis], ys[vis], radii[vis]),
+        "debris": debris,
+        **extra,
+    }
+
+
+def _render_powder(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    grain = scene.px(_loguniform(rng, *spec.size_fraction))  # render px
+    cv = rng.uniform(0.3, 0.6)
+    scene.substrate(rng.uniform(0.15, 0.35), roughness=0.15)
+    extra: dict = {}
+    if variant in ("granular", "agglomerates"):
+        gw, gh, g = scene.gw, scene.gh, grain / scene.scale  # grid px
+        warp_amp = g * rng.uniform(0.25, 0.6)
+        warp = (warp_amp * _smooth_noise(rng, gw, gh, g * 1.5), warp_amp * _smooth_noise(rng, gw, gh, g * 1.5))
+        layers = []
+        for layer in range(2):
+            cell = g * (1.0 + 0.4 * layer) * rng.uniform(0.9, 1.1)
+            f1, _, ids, seeds = _worley(rng, gw, gh, cell, warp=warp)
+            radius = cell * 0.5 * np.clip(1 + cv * (2 * rng.random(seeds, dtype=np.float32) - 1), 0.35, 1.8)[ids]
+            brightness = rng.uniform(0.8, 1.15, seeds).astype(np.float32)[ids]  # grain-to-grain contrast
+            layers.append((np.sqrt(np.clip(radius**2 - f1**2, 0, None)), brightness, cell))
+        (top, top_m, _), (bottom, bottom_m, bottom_cell) = layers
+        surface = np.where(top > 0, top + 0.6 * bottom_cell, bottom)
+        if variant == "agglomerates":
+            clump = g * rng.uniform(5, 12)
+            clumps = _smooth_noise(rng, gw, gh, clump, octaves=2) > rng.uniform(-0.6, 0.3)
+            surface = np.where(clumps, surface + 2 * g, 0.3 * bottom)
+            covered = clumps
+            extra["agglomerate_size_nm"] = scene.gnm(clump)
+        else:
+            covered = surface > 0
+        height, material = scene.arrays()
+        scene.set_arrays(height + surface, np.where(surface > 0, np.where(top > 0, top_m, bottom_m), material))
+        coverage = scene.visible_fraction(covered)
+        count = int(round(scene.visible_rows * gw * coverage / (math.pi * (0.5 * g) ** 2)))
+        sizes_px = rng.lognormal(np.log(grain), cv * 0.8, 400)
+        shape = "irregular rounded grains"
+    else:  # flakes: overlapping platelets with thin bright edges
+        W, H = scene.width, scene.height
+        n = int(np.clip(rng.uniform(1.2, 3.0) * W * H / (grain * 2.5) ** 2, 40, 700))
+        xs, ys = rng.uniform(-grain, W + grain, n), rng.uniform(-grain, H + grain, n)
+        sizes_px = rng.lognormal(np.log(grain * 2.5), cv, n)
+        h, m = scene.h, scene.m
+        for i, (x, y, size) in enumerate(zip(xs, ys, sizes_px)):
+            k = int(rng.integers(4, 8))
+            angles = np.sort(rng.uniform(0, 2 * math.pi, k))
+            rad = 0.5 * size * rng.uniform(0.5, 1.2, k)
+            poly = [(x + q * math.cos(a), y + q * math.sin(a)) for a, q in zip(angles, rad)]
+            h.polygon(poly, fill=float(1.5 * size * i / n + rng.uniform(0.5, 2.0)))
+            m.polygon(poly, fill=float(rng.uniform(0.75, 1.15)))
+        height, _ = scene.arrays()
+        coverage = scene.visible_fraction(height > 0.5 / scene.scale)
+        vis = scene.visible(ys)
+        count, sizes_px = int(vis.sum()), sizes_px[vis]
+        shape = "plate-like flakes"
+    return {
+        "shape": shape,
+        "arrangement": "agglomerated clumps" if variant == "agglomerates" else "densely packed",
+        "count": count,
+        "size_nm": _stats_nm(sizes_px, scene.nm_per_px),
+        "size_cv": round(float(cv), 3),
+        "coverage": coverage,
+        "aggregation": round(float(rng.uniform(0.7, 0.98)), 3),
+        "layers": "multilayer",
+        **extra,
+    }
+
+
+def _render_nanowires(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    W, H = scene.width, scene.height
+    diameter = scene.px(_loguniform(rng, *spec.size_fraction))
+    cv = rng.uniform(0.05, 0.3)
+    scene.substrate(rng.uniform(0.15, 0.45), roughness=rng.uniform(0.15, 0.7), correlation=2.0)
+    wire_m = rng.uniform(0.9, 1.2)
+    extra: dict = {}
+    if variant == "forest":  # vertical wires seen with the stage tilted
+        tilt = float(rng.choice([20, 30, 35, 45, 52]))
+        n = int(rng.integers(80, 380))
+        length = scene.px(rng.uniform(0.08, 0.4))
+        main = math.radians(rng.normal(0, 12))
+        spread = math.radians(rng.uniform(1.5, 10))
+        bx, by = rng.uniform(-0.1 * W, 1.1 * W, n), rng.uniform(0.0, 1.35 * H, n)
+        order = np.argsort(by)  # far (top) to near (bottom)
+        bx, by = bx[order], by[order]
+        lengths = np.clip(rng.normal(length, 0.25 * length, n), 0.2 * length, None)
+        diam = np.clip(rng.normal(diameter, cv * diameter, n), 1.2, None)
+        projected = lengths * math.sin(math.radians(tilt))
+        dirs = main + rng.normal(0, spread, n)
+        tips_x, tips_y = bx + projected * np.sin(dirs), by - projected * np.cos(dirs)
+        h, m = scene.h, scene.m
+        for i in range(n):
+            z_base = by[i] / H * 4
+            for s in range(3):  # rising towards the tip, brighter towards the tip
+                a, b = s / 3, (s + 1) / 3
+                p0 = (bx[i] + a * (tips_x[i] - bx[i]), by[i] + a * (tips_y[i] - by[i]))
+                p1 = (bx[i] + b * (tips_x[i] - bx[i]), by[i] + b * (tips_y[i] - by[i]))
+                _draw_wire(scene, [p0, p1], diam[i], z_base + lengths[i] * b * 0.3, wire_m * (0.75 + 0.3 * b))
+            r = diam[i] / 2
+            m.ellipse((tips_x[i] - r, tips_y[i] - r, tips_x[i] + r, tips_y[i] + r), fill=float(wire_m * 1.25))
+        mid_y = 0.5 * (by + tips_y)
+        arrangement = "vertically aligned array"
+        extra.update(tilt_deg=tilt, orientation_spread_deg=round(math.degrees(spread), 1))
+    else:
+        n = int(rng.integers(25, 220)) if variant == "lying" else int(rng.integers(8, 30))
+        length = scene.px(rng.uniform(0.12, 0.7))
+        lengths = np.clip(rng.normal(length, 0.35 * length, n), 0.15 * length, None)
+        diam = np.clip(rng.normal(diameter, cv * diameter, n), 1.2, None)
+        cx, cy = rng.uniform(-0.05 * W, 1.05 * W, n), rng.uniform(-0.05 * H, 1.05 * H, n)
+        angles = rng.uniform(0, math.pi, n)
+        if variant == "bundled":
+            per_bundle = rng.integers(3, 10, n)
+            extra["bundles"] = int(scene.visible(cy).sum())
+            extra["wires_per_bundle"] = round(float(per_bundle.mean()), 1)
+            wires = []
+            for i in range(n):
+                normal = (-math.sin(angles[i]), math.cos(angles[i]))
+                for k in range(per_bundle[i]):
+                    off = (k - per_bundle[i] / 2) * diam[i] * 1.05
+                    slide = rng.normal(0, 0.15 * lengths[i])
+                    wires.append((cx[i] + off * normal[0] + slide * math.cos(angles[i]), cy[i] + off * normal[1] + slide * math.sin(angles[i]),
+                                  angles[i] + rng.normal(0, 0.02), lengths[i] * rng.uniform(0.7, 1.1), diam[i] * rng.uniform(0.9, 1.1)))
+            cx, cy, angles, lengths, diam = (np.array(v) for v in zip(*wires))
+            n = len(cx)
+        bend = rng.uniform(0, 0.002)
+        for i in range(n):
+            half = lengths[i] / 2
+            ux, uy = math.cos(angles[i]), math.sin(angles[i])
+            t = np.linspace(-half, half, 6)
+            sag = bend * (half**2 - t**2)
+            _draw_wire(scene, list(zip((cx[i] + t * ux - sag * uy).tolist(), (cy[i] + t * uy + sag * ux).tolist())), diam[i], 3.0 * i / n * diameter, wire_m)
+        mid_y = cy
+        arrangement = "randomly oriented, lying on the substrate" if variant == "lying" else "parallel bundles"
+    vis = scene.visible(mid_y)
+    return {
+        "shape": "high-aspect-ratio wires",
+        "arrangement": arrangement,
+        "count": int(vis.sum()),
+        "size_nm": _stats_nm(diam[vis], scene.nm_per_px),
+        "length_nm": _stats_nm(lengths[vis], scene.nm_per_px),
+        "aspect_ratio": round(float(np.mean(lengths[vis] / diam[vis])), 1) if vis.any() else 0.0,
+        "size_cv": round(float(cv), 3),
+        "aggregation": round(float({"forest": 0.2, "lying": 0.35, "bundled": 0.9}[variant] + rng.uniform(0, 0.1)), 3),
+        **extra,
+    }
+
+
+def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    W, H = scene.width, scene.height
+    diameter = scene.px(_loguniform(rng, *spec.size_fraction))
+    cv = rng.uniform(0.08, 0.4)
+    scene.substrate(rng.uniform(0.05, 0.3), roughness=0.25)
+    fibre_m = rng.uniform(0.85, 1.15)
+    extra: dict = {}
+    if variant == "woven":
+        xs, ys = scene.grid_coordinates()
+        d = diameter / scene.scale
+        pitch = d * rng.uniform(6, 14)
+        angle = rng.uniform(0, math.pi)
+        u = xs * math.cos(angle) + ys * math.sin(angle)
+        v = -xs * math.sin(angle) + ys * math.cos(angle)
+        fill = rng.uniform(0.75, 0.95)
+        strands = int(max(3, pitch * fill / d))
+        twist = rng.uniform(0.3, 1.0)
+
+        def bundle(across_coord, along_coord):
+            phase = (across_coord / pitch) % 1.0
+            across = (phase - 0.5) / (fill / 2)
+            inside = np.abs(across) < 1
+            dome = np.sqrt(np.clip(1 - across**2, 0, None)) * pitch * fill * 0.25
+            ripple = np.abs(np.sin(math.pi * (strands * (phase - 0.5) / fill + twist * along_coord / d / strands)))
+            return inside, dome * (0.8 + 0.2 * ripple)
+
+        warp_in, warp_h = bundle(u, v)
+        weft_in, weft_h = bundle(v, u)
+        over = ((np.floor(u / pitch) + np.floor(v / pitch)).astype(np.int32) % 2 == 0)
+        lift = pitch * 0.12 * np.where(over, 1.0, -1.0)
+        top = np.where(warp_in & weft_in, np.where(over, warp_h + lift, weft_h - lift),
+                       np.where(warp_in, warp_h + lift, np.where(weft_in, weft_h - lift, -pitch * 0.3)))
+        _, material = scene.arrays()
+        covered = warp_in | weft_in
+        scene.set_arrays(top, np.where(covered, fibre_m, material))
+        n_visible = int(round((scene.visible_rows + scene.gw) / pitch * strands))
+        diam = diameter * np.clip(rng.normal(1, cv * 0.3, 50), 0.5, 1.5)
+        arrangement = "woven bundles"
+        curvature = "straight strands twisted into bundles"
+        extra.update(bundle_width_nm=scene.gnm(pitch * fill), fibres_per_bundle=strands)
+        coverage = scene.visible_fraction(covered)
+    else:
+        n = int(rng.integers(12, 60)) if variant == "nonwoven" else int(rng.integers(10, 40))
+        diam = np.clip(rng.lognormal(np.log(diameter), cv, n), 2.0, None)
+        kappa = rng.uniform(0.004, 0.03) if variant == "nonwoven" else rng.uniform(0.001, 0.006)  # rad per px
+        main = rng.uniform(0, math.pi)
+        mids = []
+        reach = math.hypot(W, H)
+        beads = 0
+        for i in range(n):
+            heading = rng.uniform(0, 2 * math.pi) if variant == "nonwoven" else main + rng.normal(0, 0.15) + math.pi * (rng.random() < 0.5)
+            cx, cy = rng.uniform(0, W), rng.uniform(0, H)
+            start = (cx - 0.5 * reach * math.cos(heading), cy - 0.5 * reach * math.sin(heading))
+            step = max(6.0, diam[i])
+            pts = _random_walk(rng, start, heading, step=step, steps=int(reach / step) + 1, curvature=kappa * step)
+            z0 = 2.0 * diameter * i / n
+            _draw_wire(scene, pts, diam[i], z0, fibre_m * rng.uniform(0.9, 1.1))
+            mids.append(cy)
+            if variant == "nonwoven" and rng.random() < 0.15:  # electrospinning beads
+                bx, by = pts[int(rng.integers(1, len(pts) - 1))]
+                _domes(scene, [bx], [by], [diam[i] * rng.uniform(1.2, 2.2)], z0, fibre_m, squash=0.7)
+                beads += 1
+        height, _ = scene.arrays()
+        coverage = scene.visible_fraction(height > 0.5)
+        n_visible = int(scene.visible(np.array(mids)).sum())
+        arrangement = "random nonwoven mat" if variant == "nonwoven" else "aligned"
+        curvature = "nearly straight" if variant == "aligned" else ("gently curved" if kappa < 0.012 else "strongly curved and entangled")
+        if variant == "aligned":
+            extra["orientation_deg"] = round(math.degrees(main) % 180, 1)
+        if beads:
+            extra["beads"] = beads
+    return {
+        "shape": "long continuous fibres",
+        "arrangement": arrangement,
+        "count": n_visible,
+        "size_nm": _stats_nm(diam, scene.nm_per_px),
+        "size_cv": round(float(cv), 3),
+        "curvature": curvature,
+        "coverage": coverage,
+        "aggregation": round(float(rng.uniform(0.5, 0.9)), 3),
+        **extra,
+    }
+
+
+def _render_porous(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    pore = scene.px(_loguniform(rng, *spec.size_fraction))  # render px
+    wall_m = rng.uniform(0.7, 1.1)
+    scene.substrate(wall_m, roughness=rng.uniform(0.1, 0.5), correlation=2.0)
+    depth = pore * rng.uniform(0.5, 1.0)
+    extra: dict = {}
+    if variant == "bicontinuous":
+        gw, gh, p, depth = scene.gw, scene.gh, pore / scene.scale, depth / scene.scale
+        target = rng.uniform(0.3, 0.65)
+        field_ = _smooth_noise(rng, gw, gh, p * 1.3, octaves=2)
+        threshold = float(np.quantile(field_[::2, ::2], target))
+        pores = field_ < threshold
+        wall = np.tanh((field_ - threshold) * 3.0)
+        deeper = _smooth_noise(rng, gw, gh, p * 0.9) > 0.3  # the next layer down, seen through a pore
+        height, material = scene.arrays()
+        scene.set_arrays(np.where(pores, np.where(deeper, -0.6 * depth, -depth), depth * 0.3 * wall) + height,
+                         np.where(pores, np.where(deeper, 0.6 * wall_m, 0.3 * wall_m), material))
+        size_px = 1.5 * _mean_intercept(pores[: scene.visible_rows]) * scene.scale
+        sizes = [size_px]
+        size_kind = "mean pore width"
+        arrangement = "interconnected random network"
+        count = int(round(scene.visible_render_rows * scene.width * target / max(size_px, 1) ** 2))
+    else:
+        W, H = scene.width, scene.height
+        if variant == "foam":
+            target, cv = rng.uniform(0.3, 0.6), rng.uniform(0.25, 0.6)
+        else:
+            target, cv = rng.uniform(0.05, 0.25), rng.uniform(0.1, 0.4)
+        n = int(np.clip(target * W * H / (math.pi * pore**2 / 4) * (1.3 if variant == "foam" else 1.0), 5, 1500))
+        sizes = np.clip(rng.lognormal(np.log(pore), cv, n), 3.0, None)
+        xs, ys = rng.uniform(0, W, n), rng.uniform(0, H, n)
+        ecc = rng.uniform(0.75, 1.0, n)
+        h, m = scene.h, scene.m
+        for x, y, d, e in zip(xs, ys, sizes, ecc):
+            r = d / 2
+            h.ellipse((x - r, y - r * e, x + r, y + r * e), fill=float(-depth))
+            m.ellipse((x - r, y - r * e, x + r, y + r * e), fill=float(0.25 * wall_m))
+            if variant == "foam" and rng.random() < 0.55:  # a window into the next cell down
+                ri = r * rng.uniform(0.3, 0.6)
+                ox, oy = x + rng.normal(0, 0.2 * r), y + rng.normal(0, 0.2 * r)
+                h.ellipse((ox - ri, oy - ri * e, ox + ri, oy + ri * e), fill=float(-2.5 * depth))
+                m.ellipse((ox - ri, oy - ri * e, ox + ri, oy + ri * e), fill=float(0.1 * wall_m))
+        vis = scene.visible(ys)
+        sizes = sizes[vis]
+        size_kind = "pore diameter"
+        arrangement = "random, partly merged pores" if variant == "foam" else "isolated random pores"
+        count = int(vis.sum())
+        extra["aggregation"] = _touching_fraction(xs[vis], ys[vis], sizes / 2)
+        height, _ = scene.arrays()
+        pores = height < -0.5 * depth / scene.scale
+    result = {
+        "shape": {"foam": "rounded cells and holes", "bicontinuous": "sponge-like interconnected network", "membrane": "round pores in a flat film"}[variant],
+        "arrangement": arrangement,
+        "count": count,
+        "size_kind": size_kind,
+        "size_nm": _stats_nm(sizes, scene.nm_per_px),
+        "pore_fraction": scene.visible_fraction(pores),
+        "wall_thickness_nm": scene.gnm(_mean_intercept(~pores[: scene.visible_rows])),
+        **extra,
+    }
+    result.setdefault("aggregation", result["pore_fraction"])
+    return result
+
+
+def _render_films(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    gw, gh = scene.gw, scene.gh
+    grain = scene.px(_loguniform(rng, *spec.size_fraction)) / scene.scale  # grid px
+    base_m = rng.uniform(0.55, 0.9)
+    roughness = rng.uniform(0.05, 0.4)
+    scene.substrate(base_m, roughness=roughness, correlation=1.5)
+    height, material = scene.arrays()
+    warp_amp = grain * rng.uniform(0.1, 0.35)
+    warp = (warp_amp * _smooth_noise(rng, gw, gh, grain), warp_amp * _smooth_noise(rng, gw, gh, grain))
+    extra: dict = {}
+    cracks = 0
+    if variant in ("polycrystalline", "faceted"):
+        f1, f2, ids, seeds = _worley(rng, gw, gh, grain, warp=warp)
+        gap = f2 - f1
+        orientation = rng.random(seeds, dtype=np.float32)[ids]  # crystal orientation contrast
+        if variant == "faceted":
+            boundary_w = 0.4
+            height = height + np.maximum(grain * 0.6 - f1, 0) * rng.uniform(0.6, 1.2) * (0.6 + 0.8 * orientation)
+            material = base_m * (0.75 + 0.5 * rng.random(seeds, dtype=np.float32)[ids])
+        else:
+            boundary_w = rng.uniform(0.4, 1.2)
+            height = height - 0.06 * f1 + np.where(gap < boundary_w, -grain * 0.15, 0.0)
+            material = base_m * (0.85 + 0.3 * orientation)
+        material = np.where(gap < boundary_w, material * 0.6, material)
+        count = len(np.unique(ids[: scene.visible_rows]))
+        size_px = math.sqrt(4 * scene.visible_rows * gw / (math.pi * max(count, 1)))
+        extra["grain_boundary_width_nm"] = scene.gnm(boundary_w)
+        arrangement = "space-filling grains"
+        shape = "faceted crystallites" if variant == "faceted" else "equiaxed grains with grooved boundaries"
+        size_kind = "grain size"
+    elif variant == "cracked":
+        island = grain * rng.uniform(3, 8)
+        f1, f2, ids, _ = _worley(rng, gw, gh, island, warp=(warp[0] * 3, warp[1] * 3))
+        crack_w = rng.uniform(0.5, 2.0)
+        gap = f2 - f1
+        crack = gap < crack_w
+        curl = grain * 0.3 * np.exp(-gap / (0.3 * island))  # island edges curl up
+        height = np.where(crack, -island * 0.4, height + curl)
+        material = np.where(crack, 0.15 * base_m, material)
+        count = cracks = len(np.unique(ids[: scene.visible_rows]))
+        size_px = math.sqrt(4 * scene.visible_rows * gw / (math.pi * max(count, 1)))
+        extra.update(crack_width_nm=scene.gnm(crack_w), crack_fraction=scene.visible_fraction(crack))
+        arrangement = "islands separated by a crack network"
+        shape = "continuous film broken into polygonal islands"
+        size_kind = "island size"
+    else:  # a smooth coating with nodules and pinholes
+        scene.set_arrays(height + grain * 0.15 * _smooth_noise(rng, gw, gh, grain * 2), material)
+        W, H = scene.width, scene.height
+        n_nodules = int(rng.integers(5, 60))
+        xs, ys = rng.uniform(0, W, n_nodules), rng.uniform(0, H, n_nodules)
+        sizes = np.clip(rng.lognormal(np.log(grain * scene.scale * 0.6), 0.4, n_nodules), 2, None)
+        _domes(scene, xs, ys, sizes / 2, 0.0, base_m * 1.05)
+        n_pin = int(rng.integers(0, 15))
+        for x, y in zip(rng.uniform(0, W, n_pin), rng.uniform(0, H, n_pin)):
+            r = rng.uniform(1.0, 0.2 * grain * scene.scale + 1.5)
+            scene.h.ellipse((x - r, y - r, x + r, y + r), fill=float(-3 * r))
+            scene.m.ellipse((x - r, y - r, x + r, y + r), fill=float(0.2 * base_m))
+        height, material = scene.arrays()
+        vis = scene.visible(ys)
+        count = int(vis.sum())
+        size_px = float(np.mean(sizes[vis] if vis.any() else sizes)) / scene.scale
+        extra["pinholes"] = n_pin
+        roughness = roughness + 0.15 * grain
+        arrangement = "scattered nodules on a continuous coating"
+        shape = "smooth continuous coating"
+        size_kind = "nodule diameter"
+    scene.set_arrays(height, material)
+    return {
+        "shape": shape,
+        "arrangement": arrangement,
+        "count": count,
+        "size_kind": size_kind,
+        "size_nm": _stats_nm([size_px], scene.nm_per_gpx),
+        "roughness_nm": scene.gnm(roughness),
+        "cracks": cracks,
+        "coverage": 1.0,
+        "aggregation": 1.0,
+        **extra,
+    }
+
+
+def _render_patterned(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    pitch = scene.px(_loguniform(rng, *spec.size_fraction))  # render px
+    lattice = _choice(rng, ("square", "hexagonal")) if variant != "gratings" else "line grating"
+    fill = rng.uniform(0.3, 0.7)
+    base_m = rng.uniform(0.45, 0.85)
+    scene.substrate(base_m, roughness=rng.uniform(0.03, 0.15))
+    element = pitch * fill
+    jitter = rng.uniform(0.0, 0.04)
+    missing_p = float(_choice(rng, (0.0, 0.0, rng.uniform(0.005, 0.04))))
+    extra: dict = {}
+    if variant == "pillars":  # seen with the stage tilted, drawn back to front
+        W, H = scene.width, scene.height
+        tilt = float(rng.choice([30, 40, 45, 52]))
+        azimuth = rng.uniform(0, math.pi / 2)
+        foreshorten = math.cos(math.radians(tilt))
+        row_b = pitch * (math.sqrt(3) / 2 if lattice == "hexagonal" else 1.0)
+        pillar_h = min(element * rng.uniform(1.5, 5.0), 1.8 * row_b / math.sin(math.radians(tilt)))
+        rise = pillar_h * math.sin(math.radians(tilt))
+        n_side = int(math.hypot(W, H / foreshorten + rise) / min(pitch, row_b)) + 3
+        i, j = np.meshgrid(np.arange(-n_side, n_side), np.arange(-n_side, n_side))
+        u = i * pitch + (0.5 * pitch * (j % 2) if lattice == "hexagonal" else 0.0)
+        v = j * row_b
+        x = W / 2 + u * math.cos(azimuth) - v * math.sin(azimuth)
+        y = (H / 2 + u * math.sin(azimuth) + v * math.cos(azimuth)) * 1.0
+        y = H / 2 + (y - H / 2) * foreshorten + rise / 2
+        keep = (x > -element) & (x < W + element) & (y > -element) & (y < H + rise + element)
+        x, y = x[keep], y[keep]
+        present = rng.random(x.size) >= missing_p
+        missing = int((~present & scene.visible(y - rise / 2)).sum())
+        x, y = x[present], y[present]
+        order = np.argsort(y)
+        x, y = x[order], y[order]
+        square = rng.random() < 0.5
+        side_a, side_b = rng.uniform(0.55, 0.8), rng.uniform(0.8, 1.05)
+        h, m = scene.h, scene.m
+        for xb, yb in zip(x, y):
+            w = element * (1 + rng.normal(0, jitter))
+            top_y = yb - rise
+            z = yb / H * 10
+            h.rectangle((xb - w / 2, top_y, xb + w / 2, yb), fill=float(z + 2 * w))
+            if square:
+                m.rectangle((xb - w / 2, top_y, xb, yb), fill=float(base_m * side_a))
+                m.rectangle((xb, top_y, xb + w / 2, yb), fill=float(base_m * side_b))
+            else:
+                for k, frac in enumerate((1.0, 0.7, 0.35)):
+                    m.rectangle((xb - w / 2 * frac, top_y, xb + w / 2 * frac, yb), fill=float(base_m * (side_a + 0.25 * k)))
+            cap = (xb - w / 2, top_y - w / 2 * foreshorten, xb + w / 2, top_y + w / 2 * foreshorten)
+            (h.rectangle if square else h.ellipse)(cap, fill=float(z + 2.5 * w))
+            (m.rectangle if square else m.ellipse)(cap, fill=float(base_m * 1.25))
+        count = int((scene.visible(y - rise / 2) & (x >= 0) & (x < W)).sum())
+        extra.update(tilt_deg=tilt, element_height_nm=scene.nm(pillar_h))
+        shape = f"{'square' if square else 'cylindrical'} pillars"
+    else:
+        xs, ys = scene.grid_coordinates()
+        p, e = pitch / scene.scale, element / scene.scale  # grid px
+        angle = float(_choice(rng, (0.0, 0.0, math.pi / 4, rng.uniform(-0.2, 0.2))))
+        u = xs * math.cos(angle) + ys * math.sin(angle)
+        v = -xs * math.sin(angle) + ys * math.cos(angle)
+        if variant == "gratings":
+            edge_roughness = rng.uniform(0.0, 0.3)
+            u = u + edge_roughness * _smooth_noise(rng, scene.gw, scene.gh, 2)
+            distance = np.abs((u / p) % 1.0 - 0.5) * p
+            inside = np.clip(e / 2 - distance + 0.5, 0, 1)  # anti-aliased edges
+            count = int(round((scene.gw * abs(math.cos(angle)) + scene.visible_rows * abs(math.sin(angle))) / p))
+            missing = 0
+            extra["line_edge_roughness_nm"] = scene.gnm(edge_roughness)
+            shape = "parallel lines (grating)"
+        else:
+            b = p * (math.sqrt(3) if lattice == "hexagonal" else 1.0)
+            offsets = ((0.0, 0.0), (0.5, 0.5)) if lattice == "hexagonal" else ((0.0, 0.0),)
+            square = variant == "dots" and rng.random() < 0.4
+            best = np.full(xs.shape, np.inf, dtype=np.float32)
+            idx = np.zeros(xs.shape, dtype=np.int64)
+            for k, (ou, ov) in enumerate(offsets):
+                iu, iv = np.round(u / p - ou), np.round(v / b - ov)
+                du, dv = u - (iu + ou) * p, v - (iv + ov) * b
+                d = np.maximum(np.abs(du), np.abs(dv)) if square else np.sqrt(du * du + dv * dv)
+                closer = d < best
+                best = np.where(closer, d, best)
+                idx = np.where(closer, (iu.astype(np.int64) * 7919 + iv.astype(np.int64)) * 2 + k, idx)
+            radius = e / 2 * (1 + jitter * (2 * _hash_unit(idx, 17) - 1))
+            inside = np.clip(radius - best + 0.5, 0, 1) * (_hash_unit(idx, 23) >= missing_p)
+            count = int(round(scene.visible_rows * scene.gw / (p * b / len(offsets))))
+            missing = int(round(count * missing_p))
+            shape = ("square" if square else "round") + (" holes" if variant == "holes" else " dots")
+        height, material = scene.arrays()
+        if variant == "holes":
+            scene.set_arrays(height - inside * e * 0.8, material * (1 - 0.75 * inside))
+        else:
+            scene.set_arrays(height + inside * e * 0.3, material * (1 + rng.uniform(0.1, 0.4) * inside))
+        extra["rotation_deg"] = round(math.degrees(angle), 1)
+    return {
+        "shape": shape,
+        "arrangement": f"{lattice} lattice" if lattice != "line grating" else "periodic line grating",
+        "count": int(count),
+        "size_kind": "pitch",
+        "size_nm": _stats_nm([pitch], scene.nm_per_px),
+        "element_size_nm": scene.nm(element),
+        "fill_factor": round(float(fill), 3),
+        "missing_elements": int(missing),
+        "size_cv": round(float(jitter), 3),
+        "aggregation": 0.0,
+        **extra,
+    }
+
+
+def _render_mems(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    W, H = scene.width, scene.height
+    line = scene.px(_loguniform(rng, *spec.size_fraction))
+    gap = line * rng.uniform(0.6, 2.0)
+    sub_m = rng.uniform(0.25, 0.55)
+    metal_m = rng.uniform(0.85, 1.2)
+    scene.substrate(sub_m, roughness=rng.uniform(0.1, 0.4), correlation=1.5)
+    thick = line * rng.uniform(0.15, 0.5)
+    angle = math.radians(float(_choice(rng, (0.0, 0.0, 90.0, rng.uniform(-8, 8)))))
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    h, m = scene.h, scene.m
+
+    def place(points):  # layout coordinates (origin at the frame centre) -> rotated render px
+        return [(W / 2 + x * cos_a - y * sin_a, H / 2 + x * sin_a + y * cos_a) for x, y in points]
+
+    def rect(x0, y0, x1, y1, z=thick, mat=metal_m):
+        corners = place([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+        h.polygon(corners, fill=float(z))
+        m.polygon(corners, fill=float(mat))
+
+    def trace(points, z=thick, mat=metal_m):
+        placed = place(points)
+        h.line(placed, fill=float(z), width=max(1, int(round(line))), joint="curve")
+        m.line(placed, fill=float(mat), width=max(1, int(round(line))), joint="curve")
+
+    extra: dict = {}
+    if variant == "interdigitated":
+        n = int(rng.integers(6, 40))
+        finger = line * rng.uniform(8, 30)
+        span = n * (line + gap)
+        x0 = -span / 2
+        pad = line * rng.uniform(8, 20)
+        rect(x0 - line, -finger / 2 - gap - 3 * line, x0 + span + line, -finger / 2 - gap)  # bus bars
+        rect(x0 - line, finger / 2 + gap, x0 + span + line, finger / 2 + gap + 3 * line)
+        rect(x0 - pad - line, -finger / 2 - gap - pad, x0 - line, -finger / 2 - gap)  # contact pads
+        rect(x0 + span + line, finger / 2 + gap, x0 + span + line + pad, finger / 2 + gap + pad)
+        for k in range(n):
+            x = x0 + k * (line + gap)
+            rect(x, -finger / 2 - gap, x + line, finger / 2) if k % 2 == 0 else rect(x, -finger / 2, x + line, finger / 2 + gap)
+        count = n
+        extra.update(finger_count=n, finger_length_nm=scene.nm(finger), gap_nm=scene.nm(gap), pad_size_nm=scene.nm(pad))
+        shape = "interdigitated comb electrodes"
+    elif variant == "pads_and_leads":
+        per_side = int(rng.integers(3, 9))
+        pad = line * rng.uniform(5, 12)
+        ring = max(pad * per_side * 1.6, 0.8 * min(W, H))
+        inner = ring * rng.uniform(0.12, 0.3)
+        rect(-inner * 0.6, -inner * 0.6, inner * 0.6, inner * 0.6, z=thick * 0.5, mat=metal_m * 0.8)
+        for side in range(4):
+            c, s = math.cos(side * math.pi / 2), math.sin(side * math.pi / 2)
+            for k in range(per_side):
+                t = (k - (per_side - 1) / 2) / per_side
+                pts = [(t * ring, -ring / 2), (t * ring, -ring / 2 + (ring - inner) * 0.25), (t * inner, -inner / 2)]
+                pts = [(x * c - y * s, x * s + y * c) for x, y in pts]
+                trace(pts)
+                rect(pts[0][0] - pad / 2, pts[0][1] - pad / 2, pts[0][0] + pad / 2, pts[0][1] + pad / 2)
+        count = 4 * per_side
+        extra.update(pad_count=count, pad_size_nm=scene.nm(pad), gap_nm=scene.nm(ring / per_side - line))
+        shape = "bond pads with fan-out leads"
+    elif variant == "comb_drive":
+        rect(-W, -H, W, H, z=-3 * thick, mat=sub_m * 0.35)  # released area: a deep, dark trench
+        shuttle_w, shuttle_h = line * rng.uniform(10, 25), line * rng.uniform(6, 12)
+        rect(-shuttle_w / 2, -shuttle_h / 2, shuttle_w / 2, shuttle_h / 2)
+        hole, hole_pitch = line * 0.5, line * 1.6
+        for hx in np.arange(-shuttle_w / 2 + hole_pitch, shuttle_w / 2 - hole_pitch / 2, hole_pitch):
+            for hy in np.arange(-shuttle_h / 2 + hole_pitch, shuttle_h / 2 - hole_pitch / 2, hole_pitch):
+                rect(hx - hole / 2, hy - hole / 2, hx + hole / 2, hy + hole / 2, z=-3 * thick, mat=sub_m * 0.35)
+        n = int(rng.integers(5, 16))
+        finger = line * rng.uniform(4, 10)
+        for side in (-1, 1):
+            base_y = side * shuttle_h / 2
+            for k in range(n):
+                x = -shuttle_w / 2 + (k + 0.5) * shuttle_w / n
+                rect(x - line / 4, base_y, x + line / 4, base_y + side * finger)
+                fixed = x + shuttle_w / n / 2
+                rect(fixed - line / 4, base_y + side * finger * 0.3, fixed + line / 4, base_y + side * (finger * 1.3 + line))
+            rect(-shuttle_w / 2, base_y + side * (finger * 1.3 + line), shuttle_w / 2, base_y + side * (finger * 1.3 + 3 * line))
+        for sx in (-1, 1):  # folded springs and their anchors
+            x = sx * shuttle_w / 2
+            for k in range(4):
+                xx = x + sx * (k + 1) * line * 1.2
+                rect(xx - line / 6, -shuttle_h, xx + line / 6, shuttle_h)
+            rect(x + sx * line * 6, -shuttle_h * 1.5, x + sx * line * 9, shuttle_h * 1.5)
+        count = 2 * n
+        extra.update(finger_count=2 * n, release_hole_pitch_nm=scene.nm(hole_pitch), gap_nm=scene.nm(line / 2))
+        shape = "suspended comb-drive actuator with release holes and folded springs"
+    else:  # serpentine heater / resistor between two pads
+        turns = int(rng.integers(4, 16))
+        run = line * rng.uniform(10, 30)
+        x = -turns * (line + gap) / 2
+        pts = []
+        for k in range(turns):
+            pts += [(x, -run / 2), (x, run / 2)] if k % 2 == 0 else [(x, run / 2), (x, -run / 2)]
+            x += line + gap
+        trace(pts)
+        pad = line * rng.uniform(6, 14)
+        (fx, fy), (lx, ly) = pts[0], pts[-1]
+        rect(fx - pad, fy - pad, fx, fy + pad / 4)
+        rect(lx, ly - pad / 4, lx + pad, ly + pad)
+        count = turns
+        extra.update(turns=turns, gap_nm=scene.nm(gap), pad_size_nm=scene.nm(pad))
+        shape = "meander (serpentine) line between two pads"
+    height, _ = scene.arrays()
+    return {
+        "shape": shape,
+        "arrangement": "lithographically defined layout",
+        "count": int(count),
+        "size_kind": "line width",
+        "size_nm": _stats_nm([line], scene.nm_per_px),
+        "film_thickness_nm": scene.nm(thick),
+        "coverage": scene.visible_fraction(height > 0.5 * thick / scene.scale),
+        "rotation_deg": round(math.degrees(angle), 1),
+        "aggregation": 0.0,
+        **extra,
+    }
+
+
+def _render_tips(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    gw = scene.gw
+    apex = max(0.3, scene.px(_loguniform(rng, *spec.size_fraction)) / scene.scale)  # grid px
+    scene.substrate(rng.uniform(0.05, 0.35), roughness=0.1, correlation=15)
+    height, material = scene.arrays()
+    xs, ys = scene.grid_coordinates()
+    ax, ay = rng.uniform(0.2 * gw, 0.8 * gw), rng.uniform(0.2, 0.85) * scene.visible_rows  # apex in view
+    direction = rng.uniform(0, 2 * math.pi)  # from the apex back along the shank
+    ux, uy = math.cos(direction), math.sin(direction)
+    s = (xs - ax) * ux + (ys - ay) * uy  # distance along the axis from the apex
+    d = np.abs(-(xs - ax) * uy + (ys - ay) * ux)  # distance from the axis
+    half_angle = rng.uniform(17.0, 35.0) if variant == "pyramid" else rng.uniform(2.0, 20.0)
+    tan_a = math.tan(math.radians(half_angle))
+    radius = apex + np.maximum(s, 0) * tan_a
+    extra: dict = {}
+    if variant == "etched_wire":
+        shank = scene.px(rng.uniform(0.06, 0.18)) / scene.scale / 2
+        radius = np.minimum(radius, shank)
+        extra["shank_diameter_nm"] = scene.gnm(2 * shank)
+    inside = (d < radius) & (s > -apex)
+    cap = np.where(s < 0, np.sqrt(np.clip(apex**2 - s**2, 0, None)), radius)
+    soft = np.clip(np.minimum(radius, cap) - d + 0.5, 0, 1)  # anti-aliased silhouette
+    soft *= np.clip(s + apex + 0.5, 0, 1)
+    tip_m = rng.uniform(0.7, 1.0)
+    if variant == "pyramid":
+        side = np.sign(-(xs - ax) * uy + (ys - ay) * ux)
+        facet = np.where(side > 0, rng.uniform(0.6, 0.85), rng.uniform(0.95, 1.2))
+        height = height + soft * np.maximum(radius - d, 0) * 0.7
+        material = material + soft * (tip_m * facet - material)
+        base_len = scene.px(rng.uniform(0.15, 0.35)) / scene.scale
+        beam = (s > base_len) & (d < scene.px(rng.uniform(0.12, 0.25)) / scene.scale)
+        height = np.where(beam, height + base_len * tan_a, height)
+        material = np.where(beam, tip_m * 0.9, material)
+        extra["cantilever"] = True
+    else:
+        profile = np.sqrt(np.clip(np.minimum(radius, cap) ** 2 - d**2, 0, None))
+        striation = 1 + 0.03 * _smooth_noise(rng, gw, scene.gh, 6)
+        height = height + soft * profile * striation
+        material = material + soft * (tip_m - material)
+    scene.set_arrays(height, material)
+    visible = inside[: scene.visible_rows]
+    length_visible = float(np.max(np.where(visible, s[: scene.visible_rows], 0)))
+    return {
+        "shape": {"needle": "conical needle", "pyramid": "pyramidal tip on a cantilever", "etched_wire": "etched wire tapering to a sharp apex"}[variant],
+        "arrangement": "single isolated tip",
+        "count": 1,
+        "size_kind": "apex radius",
+        "size_nm": _stats_nm([apex], scene.nm_per_gpx),
+        "cone_half_angle_deg": round(half_angle, 1),
+        "visible_length_nm": scene.gnm(length_visible),
+        "axis_direction_deg": round(math.degrees(direction) % 360, 1),
+        "coverage": scene.visible_fraction(inside),
+        "aggregation": 0.0,
+        **extra,
+    }
+
+
+def _blob_polygon(rng, x, y, radius, irregularity, points=48):
+    angles = np.linspace(0, 2 * math.pi, points, endpoint=False)
+    harmonics = sum(rng.normal(0, irregularity / (k + 1)) * np.cos(k * angles + rng.uniform(0, 2 * math.pi)) for k in range(1, 6))
+    rad = radius * np.clip(1 + harmonics, 0.4, 1.8)
+    return list(zip((x + rad * np.cos(angles)).tolist(), (y + rad * np.sin(angles)).tolist()))
+
+
+def _render_biological(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
+    rng = scene.rng
+    W, H, gw, gh = scene.width, scene.height, scene.gw, scene.gh
+    sub_m = rng.uniform(0.35, 0.65)
+    scene.substrate(sub_m, roughness=rng.uniform(0.05, 0.2), correlation=2.5)
+    extra: dict = {}
+    if variant == "cells":
+        n = int(rng.integers(1, 5))
+        sizes = scene.px(rng.uniform(0.15, 0.45)) * rng.uniform(0.7, 1.2, n)
+        xs, ys = rng.uniform(0.1 * W, 0.9 * W, n), rng.uniform(0.1, 0.9, n) * scene.visible_render_rows
+        body_img = Image.new("F", (W, H), 0.0)
+        body_draw = ImageDraw.Draw(body_img)
+        filopodia = 0
+        for x, y, size in zip(xs, ys, sizes):
+            outline = _blob_polygon(rng, x, y, size / 2, rng.uniform(0.08, 0.25))
+            body_draw.polygon(outline, fill=1.0)
+            for _ in range(int(rng.integers(4, 30))):  # filopodia reaching out from the membrane
+                px_, py_ = outline[int(rng.integers(len(outline)))]
+                heading = math.atan2(py_ - y, px_ - x) + rng.normal(0, 0.4)
+                pts = _random_walk(rng, (px_, py_), heading, step=4.0, steps=max(2, int(rng.uniform(0.05, 0.35) * W / 4)), curvature=0.08)
+                width = max(1.0, rng.uniform(0.003, 0.01) * W)
+                scene.h.line(pts, fill=float(width), width=int(round(width)))
+                scene.m.line(pts, fill=float(sub_m * 1.5), width=int(round(width)))
+                filopodia += 1
+        body = np.asarray(body_img.resize((gw, gh), Image.BOX), dtype=np.float32)
+        g_size = float(np.mean(sizes)) / scene.scale
+        dome = _blur(body, g_size / 6) * g_size * 0.25
+        gx_, gy_ = scene.grid_coordinates()
+        nucleus = np.zeros((gh, gw), dtype=np.float32)
+        for x, y, size in zip(xs / scene.scale, ys / scene.scale, sizes / scene.scale):  # a raised nucleus
+            cx, cy = x + rng.normal(0, 0.08 * size), y + rng.normal(0, 0.08 * size)
+            nucleus += np.exp(-((gx_ - cx) ** 2 + (gy_ - cy) ** 2) / (2 * (0.15 * size) ** 2)) * size * 0.12
+        texture = _smooth_noise(rng, gw, gh, rng.uniform(1.0, 3.0), octaves=2) * rng.uniform(0.3, 1.0)
+        height, material = scene.arrays()
+        inside = body > 0.5
+        scene.set_arrays(np.where(body > 0.01, body * (dome + nucleus + texture + g_size * 0.02) + (1 - body) * height, height),
+                         material + body * (sub_m * rng.uniform(1.3, 1.8) - material))
+        vis = scene.visible(ys)
+        sizes_px, count = sizes[vis], int(vis.sum())
+        covered = inside
+        extra["filopodia"] = filopodia
+        shape = "spread cells with membrane protrusions"
+        arrangement = "isolated cells" if n <= 2 else "scattered cells"
+        size_kind = "cell diameter"
+    elif variant == "bacteria":
+        rod = rng.random() < 0.65
+        width = scene.px(_loguniform(rng, 0.008, 0.05))
+        aspect = rng.uniform(1.8, 4.5) if rod else 1.0
+        n = int(np.clip(rng.uniform(0.05, 0.35) * W * H / (width * width * aspect * 1.2), 5, 500))
+        clusters = int(rng.integers(1, 6))
+        xs, ys = _cluster_positions(rng, n, W, H, clusters, width * aspect * math.sqrt(n / clusters) * 0.6)
+        order = np.argsort(ys)
+        xs, ys = xs[order], ys[order]
+        lengths = width * aspect * rng.uniform(0.75, 1.25, n)
+        for x, y, length in zip(xs, ys, lengths):
+            if rod:
+                _capsule(scene, x, y, length, width / 2, rng.uniform(0, math.pi), 0.0, sub_m * 1.6)
+            else:
+                _domes(scene, [x], [y], [width / 2], 0.0, sub_m * 1.6)
+        height, material = scene.arrays()
+        covered = height > 0.25 * width / scene.scale
+        scene.set_arrays(height + covered * 0.15 * _smooth_noise(rng, gw, gh, 1.2), material)
+        vis = scene.visible(ys)
+        sizes_px, count = lengths[vis], int(vis.sum())
+        extra.update(cell_width_nm=scene.nm(width), aggregation=_touching_fraction(xs[vis], ys[vis], lengths[vis] / 2, slack=0.8))
+        shape = "rod-shaped bacteria (bacilli)" if rod else "spherical bacteria (cocci)"
+        arrangement = "clustered colonies" if clusters <= 3 else "scattered small clusters"
+        size_kind = "cell length"
+    else:  # tissue: a folded, wrinkled surface, often with cell boundaries
+        fold = scene.px(rng.uniform(0.06, 0.25)) / scene.scale
+        ridges = 1 - np.abs(_smooth_noise(rng, gw, gh, fold, octaves=2))
+        height = ridges * fold * 0.35 + 0.2 * _smooth_noise(rng, gw, gh, 1.5)
+        if rng.random() < 0.6:
+            f1, f2, _, _ = _worley(rng, gw, gh, fold * rng.uniform(0.4, 0.9))
+            height = height + np.where(f2 - f1 < 0.7, -0.8, 0.0)
+            extra["cell_boundaries"] = True
+        scene.set_arrays(height, np.full((gh, gw), sub_m * rng.uniform(1.1, 1.5), dtype=np.float32))
+        sizes_px, count = np.array([fold * scene.scale]), int(round(gw * scene.visible_rows / fold**2))
+        covered = np.ones((gh, gw), bool)
+        shape = "folded, wrinkled tissue surface"
+        arrangement = "continuous tissue"
+        size_kind = "fold spacing"
+    extra.setdefault("aggregation", round(float(rng.uniform(0.2, 0.8)), 3))
+    debris = scene.add_debris(int(rng.integers(0, 8)), max(1.0, 0.004 * W))
+    return {
+        "shape": shape,
+        "arrangement": arrangement,
+        "count": count,
+        "size_kind": size_kind,
+        "size_nm": _stats_nm(sizes_px, scene.nm_per_px),
+        "coverage": scene.visible_fraction(covered),
+        "debris": debris,
+        **extra,
+    }
+
+
+_RENDERERS = {
+    "Biological": _render_biological,
+    "Fibres": _render_fibres,
+    "Films_Coated_Surface": _render_films,
+    "MEMS_devices_and_electrodes": _render_mems,
+    "Nanowires": _render_nanowires,
+    "Particles": _render_particles,
+    "Patterned_surface": _render_patterned,
+    "Porous_Sponge": _render_porous,
+    "Powder": _render_powder,
+    "Tips": _render_tips,
+}
+
+# ---------------------------------------------------------------------------------------------
+# The microscope: imaging conditions, detector signal, acquisition noise, information bar
+# ---------------------------------------------------------------------------------------------
+
+# Two information-bar layouts in the style of common SEM vendors, with their detector names.
+# detector kind -> (weights of kind) ; the names are what the bar prints.
+_VENDOR_DETECTORS = {
+    "zeiss": {"inlens": "InLens", "everhart_thornley": "SE2", "backscatter": "AsB"},
+    "fei": {"inlens": "TLD", "everhart_thornley": "ETD", "backscatter": "CBS"},
+}
+_DETECTOR_KINDS = ("inlens", "everhart_thornley", "backscatter")
+_DETECTOR_SIGNAL = {
+    "inlens": "secondary electrons (in-lens detector)",
+    "everhart_thornley": "secondary electrons (Everhart-Thornley detector)",
+    "backscatter": "backscattered electrons",
+}
+# (topography, edge effect, recess shadow, directional shading) weights per detector kind
+_DETECTOR_WEIGHTS = {
+    "inlens": (0.55, 0.35, 0.25, 0.0),
+    "everhart_thornley": (0.45, 0.2, 0.35, 0.3),
+    "backscatter": (0.15, 0.05, 0.15, 0.12),
+}
+_ACCELERATING_VOLTAGES_KV = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+
+
+def _sample_imaging(rng: np.random.Generator, spec: ClassSpec) -> dict:
+    low, high = spec.magnification
+    magnification = _round_significant(_loguniform(rng, low, high), 3)
+    vendor = _choice(rng, ("zeiss", "fei"), (0.6, 0.4))
+    kind = _choice(rng, _DETECTOR_KINDS, (0.45, 0.4, 0.15))
+    kv = float(_choice(rng, _ACCELERATING_VOLTAGES_KV, (0.05, 0.1, 0.1, 0.25, 0.25, 0.12, 0.1, 0.03)))
+    frames = int(_choice(rng, (1, 1, 2, 4, 8)))
+    return {
+        "technique": "SEM",
+        "magnification": magnification,
+        "hfw_nm": _round_significant(hfw_nm(magnification), 4),
+        "accelerating_voltage_kv": kv,
+        "working_distance_mm": round(float(rng.uniform(2.5, 14.0)), 1),
+        "detector": _VENDOR_DETECTORS[vendor][kind],
+        "detector_kind": kind,
+        "signal": _DETECTOR_SIGNAL[kind],
+        "vendor_style": vendor,
+        "frames_averaged": frames,
+        "shot_noise": round(float(rng.uniform(0.03, 0.13) / math.sqrt(frames)), 4),
+        "scan_line_noise": round(float(rng.uniform(0.0, 0.015)), 4),
+        "defocus_px": round(float(_choice(rng, (0.0, 0.0, 0.0, rng.uniform(0.3, 1.0)))), 2),
+        "detector_azimuth_deg": round(float(rng.uniform(0, 360)), 1),
+        "gamma": round(float(rng.uniform(0.8, 1.25)), 3),
+        "black_level": round(float(rng.uniform(0.0, 0.12)), 3),
+        "white_level": round(float(rng.uniform(0.82, 1.0)), 3),
+        "tilt_deg": 0.0,
+        "false_color": False,
+        "post_processing": "none",
+    }
+
+
+def _detector_signal(height: np.ndarray, material: np.ndarray, imaging: dict, nm_per_px: float) -> np.ndarray:
+    """Secondary/backscattered electron signal of a scene (grid arrays, heights in grid px)."""
+    w_topo, w_edge, w_shadow, w_dir = _DETECTOR_WEIGHTS[imaging["detector_kind"]]
+    h = _blur(height, 0.5)
+    gx, gy = _gradient(h)
+    secant = np.sqrt(1.0 + gx * gx + gy * gy)
+    topo = 1.0 - 1.0 / secant  # SE yield rises like 1/cos(tilt of the surface), saturating
+    # the edge effect widens with the electron range, which grows like E^1.67 (Kanaya-Okayama)
+    edge_sigma = float(np.clip(6.0 * imaging["accelerating_voltage_kv"] ** 1.67 / nm_per_px, 0.7, 5.0))
+    edge = np.tanh((h - _blur(h, edge_sigma)) / edge_sigma)
+    shadow = np.tanh((h - _blur(h, 9.0)) / 3.0)
+    azimuth = math.radians(imaging["detector_azimuth_deg"])
+    directional = (gx * math.cos(azimuth) + gy * math.sin(azimuth)) / secant
+    if imaging["detector_kind"] == "backscatter":
+        material = material**1.8  # atomic-number contrast dominates
+    return material * (0.45 + w_topo * topo + w_edge * edge + w_shadow * shadow) + w_dir * directional
+
+
+def _acquire(signal: np.ndarray, imaging: dict, visible_rows: int, rng: np.random.Generator, insulating: bool) -> tuple[np.ndarray, dict]:
+    """Detector signal -> stored 8-bit frame: focus, brightness/contrast, noise, charging."""
+    height, width = signal.shape
+    frame = _blur(signal, imaging["defocus_px"])
+    low, high = np.percentile(frame[:visible_rows:2, ::2], (0.5, 99.5))
+    frame = np.clip((frame - low) / max(high - low, 1e-6), 0.0, 1.0) ** imaging["gamma"]
+    frame = imaging["black_level"] + (imaging["white_level"] - imaging["black_level"]) * frame
+    frame = frame + imaging["shot_noise"] * np.sqrt(np.maximum(frame, 0.02)) * rng.standard_normal(frame.shape, dtype=np.float32)
+    line_offsets = np.zeros(height, dtype=np.float32)
+    innovations = rng.normal(0, imaging["scan_line_noise"], height)
+    for r in range(1, height):
+        line_offsets[r] = 0.6 * line_offsets[r - 1] + innovations[r]
+    frame += line_offsets[:, None]
+    charging = {"present": False, "streaks": 0}
+    if insulating and rng.random() < 0.3:
+        # charging: bright overshoot that decays along the scan line after bright features
+        rows = rng.choice(visible_rows, size=int(rng.integers(2, 12)), replace=False)
+        decay = float(rng.uniform(0.85, 0.97))
+        # charge(c) = max over k <= c of excess(k) * decay^(c - k): a running maximum in scaled units
+        powers = decay ** np.arange(width, dtype=np.float64)
+        for r in rows:
+            band = slice(r, min(r + int(rng.integers(1, 4)), visible_rows))
+            excess = np.clip(frame[band] - 0.7, 0, None).astype(np.float64)
+            frame[band] += (1.5 * np.maximum.accumulate(excess / powers, axis=1) * powers).astype(np.float32)
+        frame[:visible_rows] += 0.08 * np.clip(frame[:visible_rows] - 0.85, 0, None)
+        charging = {"present": True, "streaks": int(len(rows))}
+    return np.clip(np.round(frame * 255.0), 0, 255).astype(np.uint8), charging
+
+
+def format_length(nm: float) -> str:
+    """A length the way a scale bar or an answer writes it: '850 nm', '1.2 µm', '2 mm'."""
+    if nm < 1:
+        return f"{nm:.2g} nm"
+    if nm < 1000:
+        return f"{_round_significant(nm, 2 if nm < 100 else 3):g} nm"
+    if nm < 1_000_000:
+        return f"{_round_significant(nm / 1000, 2 if nm < 100_000 else 3):g} µm"
+    return f"{_round_significant(nm / 1_000_000, 2):g} mm"
+
+
+def format_magnification(magnification: float, vendor: str = "zeiss") -> str:
+    if vendor == "fei":
+        return f"{magnification:,.0f}".replace(",", " ") + " x"
+    if magnification >= 1000:
+        return f"{magnification / 1000:.2f} K X"
+    return f"{magnification:.0f} X"
+
+
+def _scale_bar_length_nm(hfw: float) -> float:
+    """The longest 1/2/5 x 10^k length that fits in a fifth of the field width."""
+    best = None
+    for exponent in range(0, 8):
+        for mantissa in (1, 2, 5):
+            length = mantissa * 10.0**exponent
+            if length <= 0.2 * hfw:
+                best = length
+    return best if best is not None else 1.0
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _draw_info_bar(width: int, height: int, imaging: dict, nm_per_px: float, style: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    """The data bar a microscope burns into the bottom of the frame, at render size."""
+    background, ink = (int(rng.integers(0, 25)), int(rng.integers(225, 256))) if style == "dark" else (int(rng.integers(230, 256)), int(rng.integers(0, 30)))
+    bar = Image.new("L", (width, height), background)
+    draw = ImageDraw.Draw(bar)
+    font = _font(max(6, int(height * 0.3)))
+    vendor = imaging["vendor_style"]
+    length_nm = _scale_bar_length_nm(imaging["hfw_nm"])
+    bar_px = length_nm / nm_per_px
+    label = format_length(length_nm)
+    mag_label = format_magnification(imaging["magnification"], vendor)
+    kv = imaging["accelerating_voltage_kv"]
+    line_w = max(1, height // 16)
+    pad = max(2, height // 8)
+    if style == "light":
+        draw.rectangle((0, 0, width - 1, height - 1), outline=ink, width=line_w)
+    if vendor == "zeiss":
+        x0, y_bar = pad * 2, int(height * 0.7)
+        draw.text((x0, pad), label, fill=ink, font=font)
+        draw.line((x0, y_bar, x0 + bar_px, y_bar), fill=ink, width=line_w)
+        for x in (x0, x0 + bar_px):
+            draw.line((x, y_bar - height * 0.12, x, y_bar + height * 0.12), fill=ink, width=line_w)
+        columns = (
+            (f"EHT = {kv:.2f} kV", f"Mag = {mag_label}"),
+            (f"WD = {imaging['working_distance_mm']:.1f} mm", f"Signal A = {imaging['detector']}"),
+            (f"Stage at T = {imaging['tilt_deg']:.1f} °", f"Frames = {imaging['frames_averaged']}"),
+        )
+        for k, (top, bottom) in enumerate(columns):
+            x = int(width * (0.3 + 0.22 * k))
+            draw.text((x, pad), top, fill=ink, font=font)
+            draw.text((x, height // 2 + pad // 2), bottom, fill=ink, font=font)
+        logo = (width - height - pad, pad, width - 2 * pad, height - pad)
+        draw.rectangle(logo, fill=ink)
+        for k in range(3):
+            y = logo[1] + (logo[3] - logo[1]) * (k + 1) / 4
+            draw.line((logo[0] + pad, y, logo[2] - pad, y), fill=background, width=line_w)
+    else:
+        cells = (f"HV {kv:.2f} kV", f"mag {mag_label}", f"WD {imaging['working_distance_mm']:.1f} mm",
+                 f"det {imaging['detector']}", f"HFW {format_length(imaging['hfw_nm'])}", f"tilt {imaging['tilt_deg']:.0f} °")
+        cell_w = width * 0.72 / len(cells)
+        for k, text in enumerate(cells):
+            x = pad + k * cell_w
+            draw.text((x + pad, height * 0.3), text, fill=ink, font=font)
+            draw.line((x + cell_w - pad, pad, x + cell_w - pad, height - pad), fill=ink, width=line_w)
+        x1 = width - 3 * pad
+        x0 = x1 - bar_px
+        draw.rectangle((x0, height * 0.25, x1, height * 0.25 + 2 * line_w), fill=ink)
+        draw.text((x0, height * 0.45), label, fill=ink, font=font)
+    return bar, {"scale_bar_nm": length_nm, "scale_bar_label": label, "magnification_label": mag_label, "scale_bar_render_px": round(bar_px, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticMicrograph:
+    """One synthetic micrograph: the stored 8-bit grayscale image and everything that made it."""
+
+    image: Image.Image  # mode "L", stored size, information bar burned in
+    category: str
+    metadata: dict  # JSON-serialisable generating parameters (see ``generate_micrograph``)
+
+    @property
+    def label(self) -> int:
+        return SEM_CATEGORIES.index(self.category)
+
+    def png_bytes(self) -> bytes:
+        """Deterministic PNG encoding (no timestamps or text chunks)."""
+        buffer = io.BytesIO()
+        self.image.save(buffer, format="PNG", compress_level=6)
+        return buffer.getvalue()
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata, sort_keys=True, ensure_ascii=False)
+
+
+def category_for_index(index: int, seed: int = 0) -> str:
+    """Balanced category schedule: every block of ten consecutive indices holds each class once."""
+    block, position = divmod(index, len(SEM_CATEGORIES))
+    order = np.random.default_rng(np.random.SeedSequence([seed, block, 0xC1A55])).permutation(len(SEM_CATEGORIES))
+    return SEM_CATEGORIES[int(order[position])]
+
+
+def generate_micrograph(index: int, seed: int = 0, *, category: str | None = None, short_side: int = 256,
+                        render_scale: int = 2) -> SyntheticMicrograph:
+    """Draw synthetic micrograph number ``index`` of the stream defined by ``seed``.
+
+    The category comes from ``category_for_index`` unless given. The scene is drawn at
+    ``render_scale`` x the stored size (the "microscope" frame; default 682x512 for a 341x256
+    stored image) and downsampled. The metadata holds ``category``, ``variant``, ``imaging``
+    (magnification, HFW, kV, WD, detector, noise levels ...), ``info_bar`` (its rows in the stored
+    image, the scale bar), ``structure`` (what the scene drew: sizes in nm, counts, arrangement,
+    coverage, aggregation, pore fraction, roughness, ... depending on the class) and ``pixel_size_nm``
+    of the stored image.
+    """
+    if index < 0:
+        raise ValueError(f"index must be >= 0, got {index}")
+    if short_side < 32:
+        raise ValueError(f"short_side must be at least 32 pixels, got {short_side}")
+    if render_scale not in (1, 2, 3, 4):
+        raise ValueError(f"render_scale must be 1, 2, 3 or 4, got {render_scale}")
+    category = category if category is not None else category_for_index(index, seed)
+    if category not in CLASS_SPECS:
+        raise ValueError(f"unknown category {category!r}; expected one of {', '.join(SEM_CATEGORIES)}")
+    spec = CLASS_SPECS[category]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0x5E3]))
+    variant = _choice(rng, spec.variants, spec.variant_weights)
+    width, height = stored_size(short_side)
+    render_w, render_h = width * render_scale, height * render_scale
+    imaging = _sample_imaging(rng, spec)
+    bar_rows = int(round(height * rng.uniform(0.07, 0.11)))
+    bar_top = height - bar_rows
+    bar_style = _choice(rng, ("dark", "light"), (0.7, 0.3))
+    nm_per_px = imaging["hfw_nm"] / width
+    nm_per_render_px = nm_per_px / render_scale
+
+    scene = _Scene(width, height, render_scale, bar_top, nm_per_px, rng)
+    structure = _RENDERERS[category](scene, variant, spec)
+    imaging["tilt_deg"] = float(structure.get("tilt_deg", 0.0))
+    height_map, material_map = scene.arrays()
+    signal = _detector_signal(height_map, material_map, imaging, nm_per_px)
+    frame, charging = _acquire(signal, imaging, bar_top, rng, spec.insulating)
+
+    bar_render, bar_info = _draw_info_bar(render_w, bar_rows * render_scale, imaging, nm_per_render_px, bar_style, rng)
+    frame[bar_top:] = np.asarray(bar_render.resize((width, bar_rows), Image.BOX))
+    imaging["charging"] = charging
+    metadata = {
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "synthetic": True,
+        "seed": seed,
+        "index": index,
+        "category": category,
+        "variant": variant,
+        "feature": spec.feature,
+        "size_kind": structure.pop("size_kind", spec.size_kind),
+        "pixel_size_nm": _round_significant(nm_per_px, 4),
+        "render_size": [render_w, render_h],
+        "stored_size": [width, height],
+        "imaging": imaging,
+        "info_bar": {
+            "style": bar_style,
+            "layout": imaging["vendor_style"],
+            "top_row": bar_top,
+            "rows": bar_rows,
+            **{k: v for k, v in bar_info.items() if k != "scale_bar_render_px"},
+            "scale_bar_px": round(bar_info["scale_bar_render_px"] / render_scale, 1),
+        },
+        "structure": structure,
+    }
+    return SyntheticMicrograph(image=Image.fromarray(frame, mode="L"), category=category, metadata=metadata)
