@@ -369,9 +369,10 @@ def build_sem_dataset(
     """Build ``images`` (+ ``vqa``, ``class_descriptions``) from ``source`` into ``output_dir``.
 
     ``labels`` is the class set (default: the ten SEM categories); files of other classes are
-    rejected as ``unknown_class`` unless ``allow_new_labels``, which appends the new names (sorted)
-    after the given ones (each spelled as most files spell it). ``license`` defaults to CC BY 4.0 when every image carries the NFFA
-    archive's ``L<k>_<md5>`` name and to "unknown" otherwise. ``num_workers=0`` decodes in this process.
+    rejected as ``unknown_class`` unless ``allow_new_labels``, which appends the new names (sorted,
+    each spelled as most files spell it) after the given ones. ``license`` defaults to CC BY 4.0
+    when every image carries the NFFA archive's ``L<k>_<md5>`` name, else to "unknown".
+    ``num_workers=None`` uses every core; 0 decodes in this process.
     """
     started = time.perf_counter()
     source, output_dir = Path(source), Path(output_dir)
@@ -409,7 +410,8 @@ def build_sem_dataset(
         with open(staging / "rejects.jsonl", "w", encoding="utf-8") as handle:
             for reject in report.rejects:
                 handle.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
-        card = dataset_card(report, state, source_name=source.name, options=options, num_folds=num_folds, seed=seed, license=license)
+        command = _command_line(source.resolve().name, options, num_folds, seed, labels, allow_new_labels, license)
+        card = dataset_card(report, state, source_name=source.resolve().name, command=command, options=options, num_folds=num_folds, seed=seed, license=license)
         (staging / "README.md").write_text(str(card), encoding="utf-8")
         for name in OUTPUT_NAMES:  # replace a previous build only once this one is complete
             target = output_dir / name
@@ -762,7 +764,23 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def dataset_card(report: BuildReport, state: _BuildState, *, source_name: str, options: ImageOptions, num_folds: int, seed: int, license: str | None):
+def _command_line(source_name, options: ImageOptions, num_folds, seed, labels, allow_new_labels, license) -> str:
+    """The build's command, with the options that differ from the defaults (for the card)."""
+    parts = ["python datasets_scripts/build_sem.py", source_name, "--output DIR", f"--num_folds {num_folds}", f"--seed {seed}"]
+    defaults = ImageOptions()
+    for name in ("short_side", "image_format", "jpeg_quality", "color", "max_pixels"):
+        if getattr(options, name) != getattr(defaults, name) and (name != "jpeg_quality" or options.image_format == "jpeg"):
+            parts.append(f"--{name} {getattr(options, name)}")
+    if labels:
+        parts.append("--labels " + ",".join(labels))
+    if allow_new_labels:
+        parts.append("--allow_new_labels")
+    if license:
+        parts.append(f"--license {license}")
+    return " ".join(parts)
+
+
+def dataset_card(report: BuildReport, state: _BuildState, *, source_name: str, command: str, options: ImageOptions, num_folds: int, seed: int, license: str | None):
     """The dataset card (``huggingface_hub.DatasetCard``): YAML metadata + a readable build record."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -817,7 +835,7 @@ def dataset_card(report: BuildReport, state: _BuildState, *, source_name: str, o
         lines += [f"Micrographs read from `{source_name}`. Licence: `{license}`" + (" (not stated: pass `--license` when building)." if license == "unknown" else ".")]
     lines += [
         "",
-        f"Built with emvision: `python datasets_scripts/build_sem.py {source_name} --output DIR --num_folds {num_folds} --seed {seed}`.",
+        f"Built with emvision: `{command}`.",
         "",
         "## Subsets",
         "",

@@ -104,9 +104,15 @@ def count_source_files(source: Path) -> int | None:
                 return None  # archives inside the folder: their members are counted as they are read
             total += len(files)
         return total
-    if source.suffix.lower() == ".zip":
-        with zipfile.ZipFile(source) as archive:
-            return sum(not info.is_dir() for info in archive.infolist())
+    try:
+        if source.suffix.lower() == ".zip":
+            with zipfile.ZipFile(source) as archive:
+                return sum(not info.is_dir() for info in archive.infolist())
+        if source.suffix.lower() == ".tar":  # uncompressed: listing skips from header to header
+            with tarfile.open(source) as archive:
+                return sum(not member.isdir() for member in archive.getmembers())
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError):
+        return None  # iter_source reports what is wrong with the archive
     return None
 
 

@@ -209,6 +209,38 @@ def test_every_archive_layout_gives_the_same_rows(folders_build, layouts, tmp_pa
     assert card.data.license == "cc-by-4.0" and "doi:10.23728/b2share.80df8606fcdb4b2bae1656f0dc6db8ba" in card.text
 
 
+def test_downloaded_category_archives_and_broken_archives(layouts, real_sem_images, tmp_path):
+    # the archive as downloaded: one tar per category in a folder, plus a broken download
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    for category in ("Tips", "Powder"):
+        with tarfile.open(downloads / f"{category}.tar", "w") as tar:
+            for image in real_sem_images:
+                if image.parent.name == category:
+                    tar.add(image, arcname=image.name)  # no category folder inside: the tar's name gives it
+    (downloads / "Nanowires.tar.gz").write_bytes(layouts["flat_tar"].read_bytes()[:300])
+    report = build_sem_dataset(downloads, tmp_path / "out", num_workers=0, show_progress=False)
+    rows = _rows(tmp_path / "out")
+    assert sorted((r["source"], SEM_CATEGORIES[r["label"]]) for r in rows) == [
+        ("Powder.tar/tile_totalgood_Powder.png", "Powder"),
+        ("Tips.tar/tile_totalgood_Tips.png", "Tips"),
+    ]
+    assert [(r.path, r.kind) for r in report.rejects] == [("Nanowires.tar.gz", "corrupt")]
+
+    # a truncated .tar.gz SOURCE keeps the members read before the break
+    cut = tmp_path / "cut.tar.gz"
+    data = layouts["flat_tar"].read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    report = build_sem_dataset(cut, tmp_path / "cut", num_workers=0, show_progress=False)
+    assert 0 < report.num_images < 18
+    assert any(r.kind == "corrupt" and "after the members read so far" in r.reason for r in report.rejects)
+    # a SOURCE that is no archive at all is an error that names it
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="fake.zip: cannot read archive"):
+        build_sem_dataset(fake, tmp_path / "fake", num_workers=0, show_progress=False)
+
+
 def test_same_input_same_output_bytes(folders_build, layouts, tmp_path):
     output, _ = folders_build
     moved = shutil.copytree(layouts["folders"], tmp_path / "elsewhere" / "folders")
