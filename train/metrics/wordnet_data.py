@@ -193,11 +193,22 @@ def _reader_class():
 
 
 def open_wordnet(root):
-    """NLTK's WordNet reader on ``root`` (a directory or an NLTK path pointer), verified as WordNet 3.0."""
+    """NLTK's WordNet reader on ``root`` (a directory or an NLTK path pointer), verified as WordNet 3.0.
+
+    NLTK refuses to read corpora outside ``nltk.data.path``; a directory outside it is appended to
+    ``nltk.data.path`` (the directory itself, so what ``nltk.data.find`` returns is unchanged).
+    """
+    import nltk
+
+    if isinstance(root, os.PathLike) or type(root) is str:
+        root = Path(root).resolve()
+        if not any(root.is_relative_to(Path(p).expanduser().resolve()) for p in nltk.data.path if isinstance(p, str)):
+            nltk.data.path.append(str(root))
+        root = str(root)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The multilingual functions are not available")
-            reader = _reader_class()(str(root) if isinstance(root, os.PathLike) else root, None)
+            reader = _reader_class()(root, None)
         _verify_loaded(reader, str(root))
     except WordNetNotFoundError:
         raise

@@ -30,6 +30,7 @@ import datasets
 import evaluate
 from nltk.translate.meteor_score import meteor_score
 from rouge_score import rouge_scorer
+from tqdm.auto import tqdm
 
 from emvision.train.metrics.wordnet_data import load_wordnet
 
@@ -160,7 +161,9 @@ class Vqa(evaluate.Metric):
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
 
         scores = {key: [] for key in ("bleu2", "bleu4", *ROUGE_TYPES, meteor_key)}
-        for prediction, refs in zip(predictions, reference_lists):
+        pairs = zip(predictions, reference_lists)
+        # a bar only on a terminal and for long inputs (about 1 ms per example, most of it METEOR)
+        for prediction, refs in tqdm(pairs, total=len(predictions), desc="VQA metrics", disable=None if len(predictions) >= 500 else True):
             prediction = prediction or ""
             hypothesis_tokens = tokenize(prediction)
             reference_tokens = [tokenize(reference) for reference in refs]
