@@ -370,6 +370,29 @@ def _touching_fraction(xs, ys, radii, slack: float = 1.05) -> float:
     return round(float(touching.any(axis=1).mean()), 3)
 
 
+def _path_contacts(paths, width: float) -> np.ndarray:
+    """For each path (a polyline in render px), whether it touches or crosses another path: both
+    pass through a common cell of a grid as fine as the paths are wide."""
+    cell = max(2.0, float(width))
+    cell_ids, owners = [], []
+    for k, path in enumerate(paths):
+        pts = np.asarray(path, dtype=np.float64)
+        run = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
+        along = np.arange(0.0, run[-1] + 1e-9, cell / 2)
+        xs, ys = np.interp(along, run, pts[:, 0]), np.interp(along, run, pts[:, 1])
+        ids = np.unique(np.floor(xs / cell).astype(np.int64) * 1_000_003 + np.floor(ys / cell).astype(np.int64))
+        cell_ids.append(ids)
+        owners.append(np.full(ids.size, k))
+    if not paths:
+        return np.zeros(0, dtype=bool)
+    cell_ids, owners = np.concatenate(cell_ids), np.concatenate(owners)
+    shared_cells, counts = np.unique(cell_ids, return_counts=True)
+    shared = np.isin(cell_ids, shared_cells[counts > 1])
+    touching = np.zeros(len(paths), dtype=bool)
+    touching[np.unique(owners[shared])] = True
+    return touching
+
+
 def _cluster_positions(rng, n, width, height, clusters, spread):
     centres = np.stack([rng.uniform(0, width, clusters), rng.uniform(0, height, clusters)], axis=1)
     which = rng.integers(0, clusters, n)
@@ -422,7 +445,7 @@ def _mean_intercept(mask: np.ndarray) -> float:
 def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     rng = scene.rng
     W, H = scene.width, scene.height
-    arrangements = ("dispersed", "clustered", "close-packed") if variant == "spheres" else ("dispersed", "clustered")
+    arrangements = ("random", "clustered", "close-packed") if variant == "spheres" else ("random", "clustered")
     arrangement = _choice(rng, arrangements, (0.45, 0.35, 0.2) if variant == "spheres" else (0.55, 0.45))
     low, high = spec.size_fraction
     if arrangement == "close-packed":
@@ -430,6 +453,7 @@ def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     mean_d = scene.px(_loguniform(rng, low, high))
     cv = rng.uniform(0.02, 0.07) if arrangement == "close-packed" else rng.uniform(0.04, 0.35)
     scene.substrate(rng.uniform(0.3, 0.65), roughness=rng.uniform(0.03, 0.2))
+    aspect = rng.uniform(2.0, 5.0) if variant == "rods" else 1.0
     if arrangement == "close-packed":
         pitch = mean_d * rng.uniform(1.0, 1.08)
         angle = rng.uniform(0, math.pi / 3)
@@ -444,7 +468,7 @@ def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         diam = np.clip(rng.normal(mean_d, cv * mean_d, xs.size), 0.6 * mean_d, 1.4 * mean_d)
     else:
         coverage = rng.uniform(0.06, 0.45)
-        n = int(np.clip(coverage * W * H / (math.pi * mean_d**2 / 4), 4, 900))
+        n = int(np.clip(coverage * W * H / (aspect * math.pi * mean_d**2 / 4), 4, 900))
         diam = np.clip(rng.lognormal(np.log(mean_d), cv, n), 2.0, None)
         if arrangement == "clustered":
             clusters = int(rng.integers(2, 9))
@@ -482,7 +506,6 @@ def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
                 m.polygon(inner, fill=float(mat))
         extra["faceted"] = True
     else:  # short rods
-        aspect = rng.uniform(2.0, 5.0)
         lengths = diam * aspect
         for x, y, r, length, a, mat in zip(xs, ys, radii, lengths, rng.uniform(0, math.pi, xs.size), materials):
             _capsule(scene, x, y, length, r, a, 0.0, mat)
@@ -493,13 +516,13 @@ def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     covered = height > 0.3 * float(np.median(radii)) / scene.scale
     debris = scene.add_debris(int(rng.integers(0, 4)), max(1.0, 0.15 * mean_d))
     return {
-        "shape": {"spheres": "spherical", "cubes": "cubic", "faceted": "faceted polyhedral", "rods": "rod-like"}[variant],
+        "shape": {"spheres": "spherical particles", "cubes": "cubic particles", "faceted": "faceted polyhedral particles", "rods": "short rod-like particles"}[variant],
         "arrangement": arrangement,
         "count": int(vis.sum()),
         "size_nm": _stats_nm(diam[vis], scene.nm_per_px),
         "size_cv": round(float(np.std(diam[vis]) / np.mean(diam[vis])), 3) if vis.any() else 0.0,
         "coverage": scene.visible_fraction(covered),
-        "aggregation": _touching_fraction(xs[vis], ys[vis], radii[vis]),
+        "aggregation": _touching_fraction(xs[vis], ys[vis], radii[vis] * (0.5 + 0.5 * aspect)),
         "debris": debris,
         **extra,
     }
@@ -563,7 +586,7 @@ def _render_powder(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         "size_nm": _stats_nm(sizes_px, scene.nm_per_px),
         "size_cv": round(float(cv), 3),
         "coverage": coverage,
-        "aggregation": round(float(rng.uniform(0.7, 0.98)), 3),
+        "aggregation": coverage,  # grains touch wherever they cover the field
         "layers": "multilayer",
         **extra,
     }
@@ -602,6 +625,13 @@ def _render_nanowires(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
             r = diam[i] / 2
             m.ellipse((tips_x[i] - r, tips_y[i] - r, tips_x[i] + r, tips_y[i] + r), fill=float(wire_m * 1.25))
         mid_y = 0.5 * (by + tips_y)
+        # standing wires touch when their bases (foreshortened by the tilt) nearly meet
+        base_y = by / math.cos(math.radians(tilt))
+        touching = np.zeros(n, dtype=bool)
+        if n > 1:
+            d2 = (bx[:, None] - bx[None]) ** 2 + (base_y[:, None] - base_y[None]) ** 2
+            np.fill_diagonal(d2, np.inf)
+            touching = (d2 < (1.2 * (diam[:, None] + diam[None]) / 2) ** 2).any(axis=1)
         arrangement = "vertically aligned array"
         extra.update(tilt_deg=tilt, orientation_spread_deg=round(math.degrees(spread), 1))
     else:
@@ -626,13 +656,16 @@ def _render_nanowires(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
             cx, cy, angles, lengths, diam = (np.array(v) for v in zip(*wires))
             n = len(cx)
         bend = rng.uniform(0, 0.002)
+        paths = []
         for i in range(n):
             half = lengths[i] / 2
             ux, uy = math.cos(angles[i]), math.sin(angles[i])
             t = np.linspace(-half, half, 6)
             sag = bend * (half**2 - t**2)
-            _draw_wire(scene, list(zip((cx[i] + t * ux - sag * uy).tolist(), (cy[i] + t * uy + sag * ux).tolist())), diam[i], 3.0 * i / n * diameter, wire_m)
+            paths.append(list(zip((cx[i] + t * ux - sag * uy).tolist(), (cy[i] + t * uy + sag * ux).tolist())))
+            _draw_wire(scene, paths[-1], diam[i], 3.0 * i / n * diameter, wire_m)
         mid_y = cy
+        touching = _path_contacts(paths, float(np.median(diam)) * 1.1)
         arrangement = "randomly oriented, lying on the substrate" if variant == "lying" else "parallel bundles"
     vis = scene.visible(mid_y)
     return {
@@ -643,7 +676,7 @@ def _render_nanowires(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         "length_nm": _stats_nm(lengths[vis], scene.nm_per_px),
         "aspect_ratio": round(float(np.mean(lengths[vis] / diam[vis])), 1) if vis.any() else 0.0,
         "size_cv": round(float(cv), 3),
-        "aggregation": round(float({"forest": 0.2, "lying": 0.35, "bundled": 0.9}[variant] + rng.uniform(0, 0.1)), 3),
+        "aggregation": round(float(touching[vis].mean()), 3) if vis.any() else 0.0,
         **extra,
     }
 
@@ -690,12 +723,13 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         curvature = "straight strands twisted into bundles"
         extra.update(bundle_width_nm=scene.gnm(pitch * fill), fibres_per_bundle=strands)
         coverage = scene.visible_fraction(covered)
+        aggregation = 1.0  # every fibre lies in a bundle
     else:
         n = int(rng.integers(12, 60)) if variant == "nonwoven" else int(rng.integers(10, 40))
         diam = np.clip(rng.lognormal(np.log(diameter), cv, n), 2.0, None)
         kappa = rng.uniform(0.004, 0.03) if variant == "nonwoven" else rng.uniform(0.001, 0.006)  # rad per px
         main = rng.uniform(0, math.pi)
-        mids = []
+        mids, paths = [], []
         reach = math.hypot(W, H)
         beads = 0
         for i in range(n):
@@ -707,13 +741,16 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
             z0 = 2.0 * diameter * i / n
             _draw_wire(scene, pts, diam[i], z0, fibre_m * rng.uniform(0.9, 1.1))
             mids.append(cy)
+            paths.append(pts)
             if variant == "nonwoven" and rng.random() < 0.15:  # electrospinning beads
                 bx, by = pts[int(rng.integers(1, len(pts) - 1))]
                 _domes(scene, [bx], [by], [diam[i] * rng.uniform(1.2, 2.2)], z0, fibre_m, squash=0.7)
                 beads += 1
         height, _ = scene.arrays()
         coverage = scene.visible_fraction(height > 0.5)
-        n_visible = int(scene.visible(np.array(mids)).sum())
+        vis = scene.visible(np.array(mids))
+        n_visible = int(vis.sum())
+        aggregation = round(float(_path_contacts(paths, float(np.median(diam)))[vis].mean()), 3) if vis.any() else 0.0
         arrangement = "random nonwoven mat" if variant == "nonwoven" else "aligned"
         curvature = "nearly straight" if variant == "aligned" else ("gently curved" if kappa < 0.012 else "strongly curved and entangled")
         if variant == "aligned":
@@ -728,7 +765,7 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         "size_cv": round(float(cv), 3),
         "curvature": curvature,
         "coverage": coverage,
-        "aggregation": round(float(rng.uniform(0.5, 0.9)), 3),
+        "aggregation": aggregation,
         **extra,
     }
 
@@ -785,7 +822,7 @@ def _render_porous(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         height, _ = scene.arrays()
         pores = height < -0.5 * depth / scene.scale
     result = {
-        "shape": {"foam": "rounded cells and holes", "bicontinuous": "sponge-like interconnected network", "membrane": "round pores in a flat film"}[variant],
+        "shape": {"foam": "rounded cells and holes", "bicontinuous": "a sponge-like interconnected network", "membrane": "round pores in a flat film"}[variant],
         "arrangement": arrangement,
         "count": count,
         "size_kind": size_kind,
@@ -794,7 +831,7 @@ def _render_porous(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         "wall_thickness_nm": scene.gnm(_mean_intercept(~pores[: scene.visible_rows])),
         **extra,
     }
-    result.setdefault("aggregation", result["pore_fraction"])
+    result.setdefault("aggregation", 1.0)  # a bicontinuous network is connected throughout
     return result
 
 
@@ -842,7 +879,7 @@ def _render_films(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         size_px = math.sqrt(4 * scene.visible_rows * gw / (math.pi * max(count, 1)))
         extra.update(crack_width_nm=scene.gnm(crack_w), crack_fraction=scene.visible_fraction(crack))
         arrangement = "islands separated by a crack network"
-        shape = "continuous film broken into polygonal islands"
+        shape = "a continuous film broken into polygonal islands"
         size_kind = "island size"
     else:  # a smooth coating with nodules and pinholes
         scene.set_arrays(height + grain * 0.15 * _smooth_noise(rng, gw, gh, grain * 2), material)
@@ -863,7 +900,7 @@ def _render_films(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         extra["pinholes"] = n_pin
         roughness = roughness + 0.15 * grain
         arrangement = "scattered nodules on a continuous coating"
-        shape = "smooth continuous coating"
+        shape = "a smooth continuous coating"
         size_kind = "nodule diameter"
     scene.set_arrays(height, material)
     return {
@@ -1073,7 +1110,7 @@ def _render_mems(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
             rect(x + sx * line * 6, -shuttle_h * 1.5, x + sx * line * 9, shuttle_h * 1.5)
         count = 2 * n
         extra.update(finger_count=2 * n, release_hole_pitch_nm=scene.nm(hole_pitch), gap_nm=scene.nm(line / 2))
-        shape = "suspended comb-drive actuator with release holes and folded springs"
+        shape = "a suspended comb-drive actuator with release holes and folded springs"
     else:  # serpentine heater / resistor between two pads
         turns = int(rng.integers(4, 16))
         run = line * rng.uniform(10, 30)
@@ -1089,7 +1126,7 @@ def _render_mems(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         rect(lx, ly - pad / 4, lx + pad, ly + pad)
         count = turns
         extra.update(turns=turns, gap_nm=scene.nm(gap), pad_size_nm=scene.nm(pad))
-        shape = "meander (serpentine) line between two pads"
+        shape = "a meander (serpentine) line between two pads"
     height, _ = scene.arrays()
     return {
         "shape": shape,
@@ -1149,7 +1186,7 @@ def _render_tips(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     visible = inside[: scene.visible_rows]
     length_visible = float(np.max(np.where(visible, s[: scene.visible_rows], 0)))
     return {
-        "shape": {"needle": "conical needle", "pyramid": "pyramidal tip on a cantilever", "etched_wire": "etched wire tapering to a sharp apex"}[variant],
+        "shape": {"needle": "a conical needle", "pyramid": "a pyramidal tip on a cantilever", "etched_wire": "an etched wire tapering to a sharp apex"}[variant],
         "arrangement": "single isolated tip",
         "count": 1,
         "size_kind": "apex radius",
@@ -1210,7 +1247,7 @@ def _render_biological(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         vis = scene.visible(ys)
         sizes_px, count = sizes[vis], int(vis.sum())
         covered = inside
-        extra["filopodia"] = filopodia
+        extra.update(filopodia=filopodia, aggregation=_touching_fraction(xs[vis], ys[vis], sizes[vis] / 2))
         shape = "spread cells with membrane protrusions"
         arrangement = "isolated cells" if n <= 2 else "scattered cells"
         size_kind = "cell diameter"
@@ -1249,10 +1286,10 @@ def _render_biological(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         scene.set_arrays(height, np.full((gh, gw), sub_m * rng.uniform(1.1, 1.5), dtype=np.float32))
         sizes_px, count = np.array([fold * scene.scale]), int(round(gw * scene.visible_rows / fold**2))
         covered = np.ones((gh, gw), bool)
-        shape = "folded, wrinkled tissue surface"
+        shape = "a folded, wrinkled tissue surface"
+        extra["aggregation"] = 1.0  # one continuous sheet
         arrangement = "continuous tissue"
         size_kind = "fold spacing"
-    extra.setdefault("aggregation", round(float(rng.uniform(0.2, 0.8)), 3))
     debris = scene.add_debris(int(rng.integers(0, 8)), max(1.0, 0.004 * W))
     return {
         "shape": shape,
