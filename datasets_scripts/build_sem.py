@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -90,11 +91,13 @@ QA_COLUMNS = ("question", "answer", "caption", "teacher", "question_id", "prompt
 RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS})
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (a 9459x9459 image)
-# SEM noise leaves zlib little to find: level 6 stores 4% less than level 1 for 50% more encoding time.
-PNG_COMPRESS_LEVEL = 1
+# SEM noise leaves deflate's string matching little to find: run-length + Huffman coding (Z_RLE)
+# stores the smallest files of zlib's strategies on the smoke micrographs (-8% against level 1, as
+# small as level 9) at about level 1's speed, about half of level 6's time.
+PNG_ZLIB_STRATEGY = zlib.Z_RLE
 # A colour file is a grayscale micrograph when colour is confined to annotations (the microscope's
 # info-bar text and scale bar cover ~1% of an NFFA image): at most this share of its pixels may have
-# a chroma (|Cb - 128| or |Cr - 128|) above the tolerance, which is well above JPEG's chroma noise.
+# a chroma value (|Cb - 128|, |Cr - 128|, each counted) above the tolerance, well above JPEG's noise.
 GRAY_CHROMA_TOLERANCE = 8
 GRAY_MAX_COLORED_FRACTION = 0.05
 _FAMILY_BY_QUESTION = {family.question: family.question_id for family in PROMPT_FAMILIES}
@@ -208,22 +211,42 @@ def _decode_failure(error: BaseException) -> ImageRejected:
 
 
 def _decode(image: Image.Image, size: tuple[int, int], color: str) -> Image.Image:
-    """Decode, bring to 8 bits, resize to ``size`` and pick the stored mode (L or RGB)."""
+    """Decode, bring to 8 bits, pick the stored mode (L or RGB) and resize to ``size``."""
     if image.format == "JPEG":
         # libjpeg scales in the DCT domain by 1/2, 1/4 or 1/8 while decoding, as far as ``size``
         # allows: a 1024x768 micrograph is decoded at 512x384, about twice as fast.
         if color == "L" or image.mode == "L":
             image.draft("L", size)
         elif image.mode == "RGB":
-            image.draft("YCbCr", size)  # skips the colour conversion; auto mode needs the chroma anyway
+            image.draft("YCbCr", size)  # no colour conversion; auto mode looks at the chroma anyway
         else:
             image.draft(None, size)
     image.load()
     image = _to_8bit(image)
-    if image.size != size:
-        # bicubic, the default of transformers' CLIP/BLIP image processors; Pillow antialiases downscaling
-        image = image.resize(size, Image.Resampling.BICUBIC)
-    return _to_stored_mode(image, color)
+    if image.mode == "RGB" and color != "RGB":
+        image = _resize(image, size).convert("YCbCr")  # resize first: RGB files (TIFF, PNG) can be large
+    if image.mode == "YCbCr":
+        if color == "L" or (color == "auto" and _is_neutral(image)):
+            image = image.getchannel(0)  # luma: what Pillow's convert("L") computes from RGB
+        else:
+            image = image.convert("RGB")
+    image = _resize(image, size)  # a single band when the micrograph is gray
+    return image.convert("RGB") if color == "RGB" else image
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # bicubic, the default of transformers' CLIP/BLIP image processors; Pillow antialiases downscaling
+    return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+_COLORED = np.abs(np.arange(256) - 128) > GRAY_CHROMA_TOLERANCE  # chroma value -> visibly coloured?
+
+
+def _is_neutral(ycbcr: Image.Image) -> bool:
+    """Few enough visibly coloured values in the Cb and Cr bands (counted from their histograms)."""
+    histogram = np.asarray(ycbcr.histogram()).reshape(3, 256)  # Y, Cb, Cr
+    colored = histogram[1:, _COLORED].sum()  # a pixel coloured in both bands counts twice: errs towards RGB
+    return colored <= GRAY_MAX_COLORED_FRACTION * ycbcr.width * ycbcr.height
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -251,27 +274,10 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # RGBA, RGBa, RGBX, CMYK, LAB, HSV: alpha dropped
 
 
-def _to_stored_mode(image: Image.Image, color: str) -> Image.Image:
-    if color == "RGB":
-        return image.convert("RGB")
-    if image.mode == "L":
-        return image
-    ycbcr = image if image.mode == "YCbCr" else image.convert("YCbCr")
-    if color == "L" or _is_neutral(ycbcr):
-        return ycbcr.getchannel(0)  # luma: what Pillow's convert("L") computes from RGB
-    return image.convert("RGB")
-
-
-def _is_neutral(ycbcr: Image.Image) -> bool:
-    pixels = np.asarray(ycbcr).astype(np.int16)
-    chroma = np.maximum(np.abs(pixels[..., 1] - 128), np.abs(pixels[..., 2] - 128))
-    return float((chroma > GRAY_CHROMA_TOLERANCE).mean()) <= GRAY_MAX_COLORED_FRACTION
-
-
 def _encode(image: Image.Image, options: ImageOptions) -> bytes:
     buffer = io.BytesIO()
     if options.image_format == "png":
-        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        image.save(buffer, format="PNG", compress_level=1, compress_type=PNG_ZLIB_STRATEGY)
     else:  # 4:4:4 keeps the colour of thin annotation text sharp
         image.save(buffer, format="JPEG", quality=options.jpeg_quality, subsampling=0)
     return buffer.getvalue()
@@ -790,7 +796,11 @@ def dataset_card(report: BuildReport, state: _BuildState, *, source_name: str, c
     counts = report.class_counts
     total = max(report.num_images, 1)
     pretty_name = "NFFA-EUROPE SEM images (Aversa et al. 2018), emvision build" if is_archive else f"SEM images from {source_name}, emvision build"
-    stored = "lossless PNG" if options.image_format == "png" else f"JPEG (quality {options.jpeg_quality}, 4:4:4)"
+    stored = (
+        "lossless PNG: no second round of JPEG artefacts on top of the microscope's, and pixels that read back exactly"
+        if options.image_format == "png"
+        else f"JPEG (quality {options.jpeg_quality}, 4:4:4 chroma)"
+    )
     resize = (
         f"short side {options.short_side} px (aspect ratio kept, never upscaled), bicubic; JPEGs are first "
         "downscaled while decoding (libjpeg DCT scaling, `draft`)"
@@ -828,7 +838,7 @@ def dataset_card(report: BuildReport, state: _BuildState, *, source_name: str, c
     lines = [f"# {pretty_name}", ""]
     if is_archive:
         lines += [
-            "Scanning-electron micrographs of nanomaterials in 10 classes from the NFFA-EUROPE SEM dataset "
+            f"Scanning-electron micrographs of nanomaterials in {len(report.class_names)} classes from the NFFA-EUROPE SEM dataset "
             f"(Aversa et al., Scientific Data 5, 180172, 2018; archive doi:{ARCHIVE_DOI}), licensed CC BY 4.0.",
         ]
     else:
@@ -996,6 +1006,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.push_to_hub:
         url = push_to_hub(args.output, args.push_to_hub, private=args.private)
         print(f"pushed to {url} ({'private' if args.private else 'public'})")
+    if report.num_conflicts:
+        print(
+            f"build_sem.py: warning: {report.num_conflicts} image(s) appear under different labels; every copy was left out "
+            f"(kind label_conflict in {Path(args.output) / 'rejects.jsonl'})",
+            file=sys.stderr,
+        )
     print(report.summary())
     if report.num_images == 0:
         print(f"build_sem.py: error: no image was kept; see {Path(args.output) / 'rejects.jsonl'}", file=sys.stderr)

@@ -397,6 +397,10 @@ def test_cli(layouts, tmp_path, capsys):
     assert done.stdout.strip().splitlines()[-1].startswith(f"{output}: 18 images in 10 classes; 0 rejects")
     assert {r["fold"] for r in _rows(output)} == {0, 1, 2}
 
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0 and len(capsys.readouterr().out.splitlines()) < 50
+
     # a second build into the same folder must be asked for; an output inside the source is refused
     assert main([str(layouts["flat"]), "--output", str(output), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
