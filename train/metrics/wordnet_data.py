@@ -164,7 +164,11 @@ def install(
         staging.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():  # else a concurrent install finished first; it is verified below
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -247,7 +251,7 @@ def load_wordnet():
     except LookupError:
         raise WordNetNotFoundError(
             "WordNet 3.0 is not installed where NLTK looks for it "
-            f"({', '.join(nltk.data.path)}). METEOR needs it for synonym matching and will not run without it. "
+            f"({', '.join(map(str, nltk.data.path))}). METEOR needs it for synonym matching and will not run without it. "
             f"Install it offline: {INSTALL_HINT}"
         ) from None
     key = str(location)
@@ -263,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     install_parser = commands.add_parser("install", help="convert /usr/share/wordnet into NLTK's layout and verify it")
-    install_parser.add_argument("--source", default=str(DEBIAN_WORDNET_DIR), help="Debian WordNet directory (default: %(default)s)")
+    install_parser.add_argument(
+        "--source", default=str(DEBIAN_WORDNET_DIR), help="Debian WordNet directory (default: %(default)s)"
+    )
     install_parser.add_argument("--nltk-data", default=None, help="NLTK data root (default: $NLTK_DATA or ~/nltk_data)")
     install_parser.add_argument("--force", action="store_true", help="rebuild even if a working copy is there")
     commands.add_parser("check", help="exit non-zero unless NLTK loads WordNet 3.0")

@@ -161,9 +161,14 @@ class Vqa(evaluate.Metric):
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
 
         scores = {key: [] for key in ("bleu2", "bleu4", *ROUGE_TYPES, meteor_key)}
-        pairs = zip(predictions, reference_lists)
         # a bar only on a terminal and for long inputs (about 1 ms per example, most of it METEOR)
-        for prediction, refs in tqdm(pairs, total=len(predictions), desc="VQA metrics", disable=None if len(predictions) >= 500 else True):
+        progress = tqdm(
+            zip(predictions, reference_lists),
+            total=len(predictions),
+            desc="VQA metrics",
+            disable=None if len(predictions) >= 500 else True,
+        )
+        for prediction, refs in progress:
             prediction = prediction or ""
             hypothesis_tokens = tokenize(prediction)
             reference_tokens = [tokenize(reference) for reference in refs]
