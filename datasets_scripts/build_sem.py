@@ -38,6 +38,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -492,16 +493,26 @@ def _read_source(source: Path, options: ImageOptions, num_workers: int, spool, s
                 collect(_prepare_files(chunk, options))
         else:
             with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                pending = set()
+                pending: dict = {}  # future -> its chunk
                 for chunk in chunks:
-                    pending.add(pool.submit(_prepare_files, chunk, options))
+                    pending[pool.submit(_prepare_files, chunk, options)] = chunk
                     if len(pending) >= 4 * num_workers:  # bounded: a tar's bytes are read only as fast as they are used
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
-                            collect(future.result())
-                for future in pending:
-                    collect(future.result())
+                            collect(_result(future, pending.pop(future)))
+                for future in list(pending):
+                    collect(_result(future, pending.pop(future)))
     return images, tables, rejects, num_files
+
+
+def _result(future, chunk: list[SourceFile]):
+    try:
+        return future.result()
+    except BrokenProcessPool as error:  # a decoder crashed its process (or it ran out of memory)
+        raise RuntimeError(
+            f"a decoding process died while files from {chunk[0].path} on were being read (a crash inside an image "
+            "decoder, or out of memory); that file cannot be rejected cleanly: move it out of the source and rebuild"
+        ) from error
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -1000,7 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             show_progress=not args.quiet,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
         print(f"build_sem.py: error: {error}", file=sys.stderr)
         return 2
     if args.push_to_hub:

@@ -41,6 +41,8 @@ CLASS_DESCRIPTION_FILE_NAMES = ("class_descriptions.jsonl", "class_descriptions.
 # Files larger than this are refused before being read into memory (a 1024x768 JPEG is ~300 kB).
 MAX_FILE_BYTES = 1 << 30
 
+# folder names that name a split in ImageFolder layouts (train/<class>/...), never a class
+SPLIT_FOLDER_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval", "evaluation"})
 ARCHIVE_FILE_NAME = re.compile(r"^L(\d)_[0-9a-fA-F]{32}\.[A-Za-z]+$")
 _ARCHIVE_PREFIX = re.compile(r"^L(\d)_")
 
@@ -321,6 +323,8 @@ class ClassMatcher:
             return None, f"archive prefix L{prefix.group(1)}_ means {archive_class}, which is not one of the classes ({self._known()})"
         if folders:
             parent = archive_stem(folders[-1]) or folders[-1]
+            if parent.lower() in SPLIT_FOLDER_NAMES:
+                return None, f"folder {parent!r} names a split, not a class, and no label was given for the file"
             if self.allow_new_labels and normalize_class_name(parent):
                 return self._new(parent), ""
             return None, f"folder {parent!r} is not one of the classes ({self._known()}){self._hint()}"

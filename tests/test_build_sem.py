@@ -8,6 +8,7 @@ image of an unknown class (synthetic, labelled as such below).
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import struct
@@ -34,7 +35,7 @@ from emvision.datasets_scripts.build_sem import (
     push_to_hub,
 )
 from emvision.datasets_scripts.prompts import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.sources import ClassMatcher
+from emvision.datasets_scripts.sources import ClassMatcher, SourceFile
 from emvision.modeling.sem_categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
 
 CATEGORY_TO_PREFIX = {name: k for k, name in ARCHIVE_PREFIX_TO_CATEGORY.items()}
@@ -241,6 +242,20 @@ def test_downloaded_category_archives_and_broken_archives(layouts, real_sem_imag
         build_sem_dataset(fake, tmp_path / "fake", num_workers=0, show_progress=False)
 
 
+class _CrashingFile(SourceFile):
+    def read(self) -> bytes:
+        os._exit(1)  # stands for a decoder crashing its process
+
+
+def test_a_crashed_decoding_process_is_a_clear_error(layouts, tmp_path, monkeypatch):
+    from emvision.datasets_scripts import build_sem
+
+    monkeypatch.setattr(build_sem, "iter_source", lambda source: iter([_CrashingFile("Tips/crash.png", 10, local_path="unused")]))
+    with pytest.raises(RuntimeError, match="decoding process died while files from Tips/crash.png on"):
+        build_sem_dataset(layouts["flat"], tmp_path / "out", num_workers=1, show_progress=False)
+    assert not any((tmp_path / "out").iterdir())  # nothing half-written
+
+
 def test_same_input_same_output_bytes(folders_build, layouts, tmp_path):
     output, _ = folders_build
     moved = shutil.copytree(layouts["folders"], tmp_path / "elsewhere" / "folders")
@@ -284,6 +299,7 @@ def test_imagefolder_metadata_jsonl_writes_vqa(inhouse, tmp_path):
     assert json.loads(images["train/b.png"]["metadata"]) == {"magnification": "5 kX"}
     rejects = {(r["path"], r["kind"]) for r in _rejects(output)}
     assert ("train/c.png", "unknown_class") in rejects
+    assert "'train' names a split" in next(r["reason"] for r in _rejects(output) if r["path"] == "train/c.png")
     assert ("train/missing.png", "metadata") in rejects
     reasons = [r["reason"] for r in _rejects(output) if r["path"] == "train/metadata.jsonl"]
     assert any("line 7: invalid JSON" in reason for reason in reasons)
