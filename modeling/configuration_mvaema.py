@@ -1,0 +1,352 @@
+"""MVaEMa configuration: a vision sub-config, a text sub-config and the multimodal options.
+
+The defaults are the paper's model: 224x224x3 micrographs cut into non-overlapping 32-pixel patches,
+hidden size 64 for the patch and position embeddings of both modalities, and 4 attention heads of
+16 dimensions in every self-, cross- and causal self-attention layer.
+
+This file is copied next to the weights as remote code: it imports only `transformers` and, relatively,
+`sem_categories`.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+from .sem_categories import SEM_CATEGORIES
+
+# Same wording as `emvision.datasets_scripts.prompts.CLASSIFICATION_QUESTION`; duplicated so that a model
+# loaded as remote code (without emvision installed) can still classify. A test keeps the two equal.
+CLASSIFICATION_QUESTION = "What type of nanomaterial is shown in this image?"
+
+# The tokens MVaEMa needs, by role. The default tokenizer (`emvision.processing.tokenization_micrograph`)
+# stores them first, in this order, so their ids are 0..7 and match the text-config defaults below.
+MVAEMA_SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",  # starts the unimodal text encoder's input; its output is the ITC text summary
+    "sep_token": "[SEP]",  # ends the question in the decoder prompt
+    "mask_token": "[MASK]",
+    "enc_token": "[ENC]",  # replaces [CLS] in the image-grounded text encoder; its output feeds the ITM head
+    "bos_token": "[DEC]",  # starts the image-grounded text decoder
+    "eos_token": "[EOS]",  # ends every answer
+}
+
+
+def add_mvaema_special_tokens(tokenizer):
+    """Give any Hugging Face tokenizer the special tokens MVaEMa needs; returns the number of tokens added.
+
+    Roles the tokenizer already fills (e.g. BERT's [CLS], [SEP], [PAD]) are kept; the decoder's start and
+    end tokens are always MVaEMa's own [DEC] and [EOS], and [ENC] is added as an extra special token. Resize
+    the model's embeddings afterwards if tokens were added (`from_pretrained_components` does it).
+    """
+    roles = {}
+    for role in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"):
+        if getattr(tokenizer, role, None) is None:
+            roles[role] = MVAEMA_SPECIAL_TOKENS[role]
+    if tokenizer.bos_token != MVAEMA_SPECIAL_TOKENS["bos_token"]:
+        roles["bos_token"] = MVAEMA_SPECIAL_TOKENS["bos_token"]
+    if tokenizer.eos_token != MVAEMA_SPECIAL_TOKENS["eos_token"]:
+        roles["eos_token"] = MVAEMA_SPECIAL_TOKENS["eos_token"]
+    size_before = len(tokenizer)
+    if roles:
+        tokenizer.add_special_tokens(roles)
+    enc = MVAEMA_SPECIAL_TOKENS["enc_token"]
+    if enc not in tokenizer.get_vocab():
+        tokenizer.add_tokens([enc], special_tokens=True)
+    return len(tokenizer) - size_before
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The text-config token-id fields read from a tokenizer that has MVaEMa's special tokens."""
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "enc_token_id": tokenizer.convert_tokens_to_ids(MVAEMA_SPECIAL_TOKENS["enc_token"]),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    missing = [name for name, value in ids.items() if value is None or value == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} lacks MVaEMa's special tokens for {missing}; "
+            "call add_mvaema_special_tokens(tokenizer) (emvision.processing.prepare_tokenizer) first"
+        )
+    return ids
+
+
+class MVaEMaVisionConfig(PreTrainedConfig):
+    r"""
+    The image encoder: a ViT with a [CLS] token (pre-norm blocks, learned absolute position embeddings).
+
+    Args:
+        image_size (`int`, defaults to 224): side of the square input image, in pixels.
+        num_channels (`int`, defaults to 3): input channels (grayscale micrographs are replicated to RGB).
+        patch_size (`int`, defaults to 32): side of the non-overlapping square patches (7x7 = 49 patches).
+        hidden_size (`int`, defaults to 64): width of the patch and position embeddings and of every block.
+        num_hidden_layers (`int`, defaults to 4): ViT blocks. Not given in the paper; see `MVaEMaConfig`.
+        num_attention_heads (`int`, defaults to 4): heads per self-attention (16 dimensions each).
+        intermediate_size (`int`, defaults to 256): width of the feed-forward layer (4x hidden, as in ViT).
+        hidden_act (`str`, defaults to `"gelu"`): feed-forward activation.
+        layer_norm_eps (`float`, defaults to 1e-6).
+        hidden_dropout_prob (`float`, defaults to 0.0): dropout after attention and feed-forward outputs.
+        attention_probs_dropout_prob (`float`, defaults to 0.0).
+        initializer_range (`float`, defaults to 0.02): std of the truncated-normal weight init.
+    """
+
+    model_type = "mvaema_vision_model"
+    base_config_key = "vision_config"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        num_channels: int = 3,
+        patch_size: int = 32,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 256,
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-6,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.image_size = image_size
+        self.num_channels = num_channels
+        self.patch_size = patch_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        super().__init__(**kwargs)
+        _check_heads("vision_config", hidden_size, num_attention_heads)
+        if image_size % patch_size:
+            raise ValueError(
+                f"vision_config.image_size ({image_size}) must be a multiple of vision_config.patch_size ({patch_size})"
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class MVaEMaTextConfig(PreTrainedConfig):
+    r"""
+    The text side: one stack of BERT-like post-norm blocks used three ways.
+
+    - text encoder: bidirectional self-attention + feed-forward, input `[CLS] text [SEP]`;
+    - image-grounded text encoder: the same blocks plus cross-attention to the image tokens, input
+      `[ENC] text [SEP]`; the `[ENC]` output feeds the image-text matching head;
+    - image-grounded text decoder: causal self-attention (its own weights) + the same cross-attention and
+      feed-forward layers, input `[DEC] question [SEP] answer [EOS]`; the LM head is tied to the embeddings.
+
+    Args:
+        vocab_size (`int`, defaults to 2048): size of the default domain WordPiece vocabulary.
+        hidden_size (`int`, defaults to 64), num_hidden_layers (`int`, defaults to 4),
+        num_attention_heads (`int`, defaults to 4), intermediate_size (`int`, defaults to 256),
+        hidden_act (`str`, defaults to `"gelu"`): as in BERT.
+        max_position_embeddings (`int`, defaults to 512): longest decoder sequence (prompt + answer).
+        layer_norm_eps (`float`, defaults to 1e-12): BERT's value, so BERT checkpoints load unchanged.
+        hidden_dropout_prob (`float`, defaults to 0.0), attention_probs_dropout_prob (`float`, defaults to 0.0).
+        initializer_range (`float`, defaults to 0.02).
+        pad_token_id, cls_token_id, sep_token_id, enc_token_id, bos_token_id ([DEC]), eos_token_id ([EOS]):
+            ids of the special tokens; the defaults are those of the default tokenizer.
+    """
+
+    model_type = "mvaema_text_model"
+    base_config_key = "text_config"
+
+    def __init__(
+        self,
+        vocab_size: int = 2048,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 4,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 256,
+        hidden_act: str = "gelu",
+        max_position_embeddings: int = 512,
+        layer_norm_eps: float = 1e-12,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        pad_token_id: int = 0,
+        cls_token_id: int = 2,
+        sep_token_id: int = 3,
+        enc_token_id: int = 5,
+        bos_token_id: int = 6,
+        eos_token_id: int = 7,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.max_position_embeddings = max_position_embeddings
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.pad_token_id = pad_token_id
+        self.cls_token_id = cls_token_id
+        self.sep_token_id = sep_token_id
+        self.enc_token_id = enc_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        super().__init__(**kwargs)
+        _check_heads("text_config", hidden_size, num_attention_heads)
+        for name in ("pad_token_id", "cls_token_id", "sep_token_id", "enc_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < vocab_size:
+                raise ValueError(f"text_config.{name} must be an id in [0, vocab_size={vocab_size}), got {value!r}")
+
+
+class MVaEMaConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MVaEMaForQuestionAnswering`] (model type `"mvaema"`).
+
+    Choices the paper leaves open, and why:
+
+    - **Depths: 4 ViT blocks and 4 text blocks.** At width 64 every block already attends over the whole
+      image (49 patches + [CLS]) and the whole text, so depth buys refinement rather than receptive field;
+      4+4 keeps the paper-size model near one million parameters for about 21k micrographs x 10 questions,
+      and keeps a batch-48 training step on a 2-core CPU under a second, so the paper's 50 epochs with
+      early stopping stay affordable without a GPU.
+    - **ITC temperature: learnable, initialised at 0.07 and clamped to [0.001, 0.5]**, BLIP's values (which
+      follow CLIP/ALBEF): 0.07 gives a sharp enough softmax over a batch of 48 from the first step, and the
+      clamp stops the learned value from collapsing or flattening the similarities.
+    - **ITC/ITM text is the answer alone** (`[CLS] answer [SEP]`, at most `itc_max_length` tokens, set by the
+      processor). The ten questions are the same for every image and carry no image-specific content;
+      the answer is the part that describes the micrograph, so it is what should align with the image.
+    - **ITM negatives**: one hard negative text per image and one hard negative image per text, sampled in
+      proportion to the ITC softmax similarity of the local batch, with every pair that shares the positive's
+      image (the positive itself, or rows with the same `image_ids`) excluded. Without ITC they are sampled
+      uniformly among the same candidates.
+
+    Ablations of the paper (its Tables 5-6), each removing the named part and its parameters:
+
+    - `use_itc=False`: no contrastive loss, no projections, no temperature.
+    - `use_itm=False`: no matching loss, no ITM head (the grounded encoder pass is skipped).
+    - `use_self_attention=False`: the text encoder and the image-grounded text encoder lose their
+      bidirectional self-attention (each text token only sees itself, plus the image through cross-attention);
+      the ViT and the decoder's causal self-attention are untouched.
+    - `use_cross_attention=False`: no cross-attention anywhere; the grounded encoder and the decoder no longer
+      see the image (only ITC still uses it).
+    - `use_causal_self_attention=False`: the decoder loses its causal self-attention; each position predicts
+      the next token from its own token, its position and the image.
+
+    Args:
+        vision_config (`dict` or `MVaEMaVisionConfig`, *optional*): image encoder.
+        text_config (`dict` or `MVaEMaTextConfig`, *optional*): text encoder / grounded encoder / decoder.
+        projection_dim (`int`, defaults to 64): width of the ITC embedding space.
+        itc_temperature (`float`, defaults to 0.07): initial ITC temperature (learnable).
+        itc_temperature_min, itc_temperature_max (`float`, defaults to 0.001 and 0.5): clamp of the temperature.
+        itc_gather_distributed (`bool`, defaults to `True`): under `torch.distributed`, ITC negatives come from
+            the global batch (features of all processes are gathered; gradients flow to the local part).
+        use_itc, use_itm, use_self_attention, use_cross_attention, use_causal_self_attention (`bool`): ablations.
+        itc_loss_weight, itm_loss_weight, lm_loss_weight (`float`, default 1.0): `loss` is their weighted sum.
+        label_smoothing (`float`, defaults to 0.0): label smoothing of the LM cross-entropy.
+        classification_question (`str`): the question `classify` asks (no caption: label-free).
+        id2label (`dict[int, str]`, *optional*): the candidate classes of `classify`; defaults to the ten SEM
+            categories. Each candidate's answer text is its name with underscores as spaces, lowercased.
+        tie_word_embeddings (`bool`, defaults to `True`): tie the LM head to the word embeddings.
+        initializer_range (`float`, defaults to 0.02).
+    """
+
+    model_type = "mvaema"
+    sub_configs_defaults = {"vision_config": MVaEMaVisionConfig, "text_config": MVaEMaTextConfig}
+
+    def __init__(
+        self,
+        vision_config: dict | MVaEMaVisionConfig | None = None,
+        text_config: dict | MVaEMaTextConfig | None = None,
+        projection_dim: int = 64,
+        itc_temperature: float = 0.07,
+        itc_temperature_min: float = 0.001,
+        itc_temperature_max: float = 0.5,
+        itc_gather_distributed: bool = True,
+        use_itc: bool = True,
+        use_itm: bool = True,
+        use_self_attention: bool = True,
+        use_cross_attention: bool = True,
+        use_causal_self_attention: bool = True,
+        itc_loss_weight: float = 1.0,
+        itm_loss_weight: float = 1.0,
+        lm_loss_weight: float = 1.0,
+        label_smoothing: float = 0.0,
+        classification_question: str = CLASSIFICATION_QUESTION,
+        tie_word_embeddings: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        self.vision_config = _sub_config(vision_config, MVaEMaVisionConfig, "vision_config")
+        self.text_config = _sub_config(text_config, MVaEMaTextConfig, "text_config")
+        self.projection_dim = projection_dim
+        self.itc_temperature = itc_temperature
+        self.itc_temperature_min = itc_temperature_min
+        self.itc_temperature_max = itc_temperature_max
+        self.itc_gather_distributed = itc_gather_distributed
+        self.use_itc = use_itc
+        self.use_itm = use_itm
+        self.use_self_attention = use_self_attention
+        self.use_cross_attention = use_cross_attention
+        self.use_causal_self_attention = use_causal_self_attention
+        self.itc_loss_weight = itc_loss_weight
+        self.itm_loss_weight = itm_loss_weight
+        self.lm_loss_weight = lm_loss_weight
+        self.label_smoothing = label_smoothing
+        self.classification_question = classification_question
+        self.tie_word_embeddings = tie_word_embeddings
+        self.initializer_range = initializer_range
+        if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
+            kwargs["id2label"] = dict(enumerate(SEM_CATEGORIES))
+        super().__init__(**kwargs)
+        if self.label2id is None or set(self.label2id) != set(self.id2label.values()):
+            self.label2id = {name: index for index, name in self.id2label.items()}
+        if not 0 < itc_temperature_min <= itc_temperature <= itc_temperature_max:
+            raise ValueError(
+                "need 0 < itc_temperature_min <= itc_temperature <= itc_temperature_max, got "
+                f"{itc_temperature_min}, {itc_temperature}, {itc_temperature_max}"
+            )
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+
+
+def _sub_config(value, config_class, field: str):
+    if value is None:
+        return config_class()
+    if isinstance(value, dict):
+        value = {key: item for key, item in value.items() if key != "model_type"}
+        return config_class(**value)
+    if isinstance(value, config_class):
+        return value
+    if isinstance(value, PreTrainedConfig):  # e.g. the same class loaded as remote code
+        return config_class(**{key: item for key, item in value.to_dict().items() if key != "model_type"})
+    raise TypeError(f"{field} must be a dict or a {config_class.__name__}, got {type(value).__name__}")
+
+
+def _check_heads(field: str, hidden_size: int, num_attention_heads: int) -> None:
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"{field}.hidden_size ({hidden_size}) must be a multiple of {field}.num_attention_heads "
+            f"({num_attention_heads})"
+        )
+
+
+__all__ = [
+    "CLASSIFICATION_QUESTION",
+    "MVAEMA_SPECIAL_TOKENS",
+    "MVaEMaConfig",
+    "MVaEMaTextConfig",
+    "MVaEMaVisionConfig",
+    "add_mvaema_special_tokens",
+    "special_token_ids",
+]
