@@ -8,6 +8,12 @@ image's. ``--images full`` replicates only the three 1024x768 NFFA-style JPEGs, 
 archive is made of; ``all`` cycles through all 18 smoke images (mostly small tiles: optimistic).
 Prints one line: files, seconds, images/s and CPU milliseconds per image (all processes: the figure
 that says what a machine shared with other work would do alone), with the load average at the start.
+
+Measured on the project's 2-core machine while shared (load average 7-10):
+  --images full: 3000 files (1833 MB) -> 170 MB stored, 211.6 s, 14.2 images/s, 23.3 CPU ms/image
+  --images all:  3000 files (370 MB)  -> 119 MB stored,  55.5 s, 54.1 images/s,  6.4 CPU ms/image
+  (--source tar: the same CPU ms/image as a folder, measured at 600 files.)
+At 23.3 CPU ms per full-size image, 2 idle cores do ~86 images/s: the 21k-image archive in ~4 minutes.
 """
 
 from __future__ import annotations
