@@ -44,7 +44,7 @@ from emvision.datasets_scripts.prompts import (
 )
 from emvision.datasets_scripts.teacher_cache import TeacherCache, cache_key
 from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, redact
-from emvision.datasets_scripts.teacher_cost import CostCeiling, Pricing, image_tokens, prompt_tokens
+from emvision.datasets_scripts.teacher_cost import CostCeiling, Pricing, prompt_tokens
 from emvision.datasets_scripts.teacher_runner import RunSummary, TeacherJob, run_jobs
 
 CACHE_NAME = "teacher_cache.sqlite"
@@ -171,6 +171,8 @@ def plan_requests(
     descriptions_per_class: int = 1,
 ) -> Plan:
     """Every request the run is responsible for (cached or not), images in image_id order."""
+    if descriptions_per_class < 0 or (limit_images is not None and limit_images < 0):
+        raise ValueError(f"descriptions_per_class and limit_images must be >= 0, got {descriptions_per_class} and {limit_images}")
     question_ids = sorted(set(question_ids or FAMILY_BY_ID))
     unknown = [q for q in question_ids if q not in FAMILY_BY_ID]
     if unknown:
@@ -182,9 +184,12 @@ def plan_requests(
         rows = [row for row in rows if columns["fold"][row] in wanted]
     if limit_images is not None:
         rows = rows[:limit_images]
-    planned = []
+    planned, seen = [], set()
     for row in rows:
         image_id, label = columns["image_id"][row], columns["label"][row]
+        if image_id in seen:  # the same micrograph twice: one set of answers, one set of rows
+            continue
+        seen.add(image_id)
         caption = caption_for(label_names[label]) if settings.with_caption else ""
         keys = {q: vqa_key(settings, image_id, q, caption) for q in question_ids}
         planned.append(PlannedImage(row, image_id, label, columns["fold"][row], keys))
@@ -233,8 +238,14 @@ def iter_jobs(plan: Plan, images, done: set[str]) -> Iterator[TeacherJob]:
         pending = [q for q, key in image.keys.items() if key not in done]
         if not pending:
             continue
-        data_url, size = image_payload(images[image.row]["image"])
         caption = caption_for(plan.label_names[image.label]) if settings.with_caption else ""
+        try:
+            data_url, size = image_payload(images[image.row]["image"])
+        except Exception as error:  # one unreadable image must not end a run of days: report its pairs
+            reason = f"unreadable image (row {image.row}): {type(error).__name__}: {error}"
+            for question_id in pending:
+                yield TeacherJob(image.keys[question_id], "vqa", image.image_id, question_id, plan.label_names[image.label], {}, 0, error=reason)
+            continue
         for question_id in pending:
             body = vqa_body(settings, data_url, question_id, caption)
             estimate = prompt_tokens([settings.system_prompt, vqa_user_text(FAMILY_BY_ID[question_id].question, caption)], [size], settings.image_detail)
@@ -277,8 +288,11 @@ def estimate(plan: Plan, images, done: set[str], pricing: Pricing, expected_outp
         if not todo:
             continue
         raw = images[image.row]["image"]
-        with PILImage.open(io.BytesIO(raw["bytes"]) if raw.get("bytes") is not None else raw["path"]) as decoded:
-            size = decoded.size
+        try:
+            with PILImage.open(io.BytesIO(raw["bytes"]) if raw.get("bytes") is not None else raw["path"]) as decoded:
+                size = decoded.size
+        except Exception:  # counted at a typical size; the real run reports it as failed
+            size = (256, 256)
         caption = caption_for(plan.label_names[image.label]) if settings.with_caption else ""
         for q in todo:
             pending += 1
@@ -328,6 +342,13 @@ def _vqa_rows(dataset_dir: str, cache_path: str, plan_rows: tuple, label_names: 
                 }
 
 
+def _empty(features):
+    """An empty subset; save it with ``num_shards=1``: datasets 5.2 writes no shard for 0 rows and cannot load that back."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({name: [] for name in features}, features=features)
+
+
 def _replace_dir(new: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old")
     if old.exists():
@@ -368,10 +389,10 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
                 name = plan.label_names[label]
                 descriptions.append({"label": label, "name": name, "description": answer.answer, "source": answer.model, "prompt": class_description_prompt(name)})
     features = class_descriptions_features(plan.label_names)
-    table = Dataset.from_list(descriptions, features=features) if descriptions else Dataset.from_dict({name: [] for name in features}, features=features)
+    table = Dataset.from_list(descriptions, features=features) if descriptions else _empty(features)
     staging = output_dir / ".class_descriptions.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    table.save_to_disk(str(staging))
+    table.save_to_disk(str(staging), num_shards=1)
     _replace_dir(staging, output_dir / "class_descriptions")
     counts["class_descriptions"] = len(table)
 
@@ -381,8 +402,7 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
     staging = output_dir / ".vqa.partial"
     shutil.rmtree(staging, ignore_errors=True)
     if not any(key in cached for image in plan.images for key in image.keys.values()):
-        table = Dataset.from_dict({name: [] for name in features}, features=features)
-        table.save_to_disk(str(staging))
+        _empty(features).save_to_disk(str(staging), num_shards=1)
         counts["vqa"] = 0
     else:
         with tempfile.TemporaryDirectory(dir=output_dir, prefix=".vqa-build-") as build_dir:

@@ -9,6 +9,7 @@ The client's built-in retries are off (``max_retries=0``) so that every attempt 
   request that was told);
 - refusals (``message.refusal``, or a short answer opening like "I'm sorry, I can't ...") and empty
   answers: paid for, so retried at most ``max_unusable`` times, then reported; never stored;
+- answers cut at ``max_tokens`` (``finish_reason="length"``): kept, with their finish reason in the cache;
 - other 4xx (a request the server will never accept): reported at once, not retried;
 - 401/403/404 and 429 ``insufficient_quota``: :class:`FatalTeacherError`; every request would fail
   alike, so the run stops.
@@ -207,12 +208,15 @@ async def request_answer(
     """Send ``body`` (``chat.completions.create`` keyword arguments) until it yields a usable answer or the policy gives up.
 
     ``on_unusable(why, prompt_tokens, completion_tokens)`` is told of every paid response that was not
-    usable and returns whether another paid attempt is allowed. ``stop`` cuts short a wait to retry.
+    usable and returns whether another paid attempt is allowed. Once ``stop`` is set, no further
+    attempt is sent (a wait to retry is cut short); the request on the wire, if any, still finishes.
     """
     failures = unusable = 0
     last_reason = "not sent"
     for attempt in range(1, policy.max_attempts + 1):
         await limiter.acquire()
+        if stop is not None and stop.is_set():
+            return TeacherFailure(f"interrupted after: {last_reason}", attempt - 1, interrupted=True)
         log.sent += 1
         wait: float | None = None
         try:
@@ -245,8 +249,8 @@ async def request_answer(
             answer, why = read_completion(completion)
             prompt_tokens, completion_tokens = _usage(completion)
             if answer is not None:
-                log.note("ok")
                 choice = completion.choices[0]
+                log.note("ok, cut at max_tokens" if getattr(choice, "finish_reason", None) == "length" else "ok")
                 return TeacherReply(
                     answer=answer,
                     finish_reason=getattr(choice, "finish_reason", None),

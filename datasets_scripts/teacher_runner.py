@@ -4,8 +4,9 @@
 workers. Each answer is committed to the cache as it arrives; each request that finally fails is
 appended to ``failures.jsonl`` (kind, image_id, question_id, label, reason, attempts) and will be
 tried again by the next run. The run stops taking new jobs, and lets the ones in flight finish,
-when the next request could pass the cost ceiling, on the first SIGINT/SIGTERM (a second one
-abandons the requests in flight), or when the server rejects the run itself.
+when the next request could pass the cost ceiling, on the first SIGINT/SIGTERM (which also cancels
+pending retries; a second one abandons the requests in flight), or when the server rejects the
+run itself.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class TeacherJob:
     label: str
     body: dict  # keyword arguments of chat.completions.create
     prompt_tokens_estimate: int
+    error: str | None = None  # the request could not be built (e.g. an unreadable image): reported, never sent
 
 
 @dataclass
@@ -93,13 +95,12 @@ async def run_jobs(
     summary = RunSummary(pending=total)
     started = time.monotonic()
     stop_new = asyncio.Event()  # take no new job
-    interrupt = asyncio.Event()  # also cut short the waits to retry
+    interrupt = asyncio.Event()  # also send no retry (requests on the wire still finish)
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * concurrency)
     rng = random.Random(seed)
     pricing = ceiling.pricing
     bar = tqdm(total=total, unit="pair", desc="teacher", disable=not progress, dynamic_ncols=True)
     failures_file = open(failures_path, "a", encoding="utf-8") if failures_path else None
-    fatal: list[FatalTeacherError] = []
 
     def stop(why: str, *, hard: bool = False) -> None:
         if summary.stopped is None:
@@ -127,6 +128,10 @@ async def run_jobs(
         while (job := await queue.get()) is not None:
             if stop_new.is_set():
                 continue
+            if job.error is not None:
+                report_failure(job, job.error, 0)
+                bar.update(1)
+                continue
             worst = pricing.cost(job.prompt_tokens_estimate, max_output_tokens)
             if not ceiling.reserve(worst):
                 stop(f"cost ceiling: the next request could pass ${ceiling.max_usd:g}")
@@ -144,7 +149,6 @@ async def run_jobs(
                     client, job.body, policy=policy, limiter=limiter, log=summary.log, rng=rng, secret=secret, on_unusable=on_unusable, stop=interrupt
                 )
             except FatalTeacherError as error:
-                fatal.append(error)
                 stop(f"fatal: {error}", hard=True)
                 continue
             finally:
@@ -189,7 +193,7 @@ async def run_jobs(
             for task in workers:
                 task.cancel()
         else:
-            stop("interrupted: finishing the requests in flight (interrupt again to abandon them)")
+            stop("interrupted: finishing the requests in flight (interrupt again to abandon them)", hard=True)
             bar.write("interrupted: finishing the requests in flight; interrupt again to abandon them")
 
     async def guarded_work() -> None:

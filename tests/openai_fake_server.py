@@ -86,9 +86,10 @@ def scripted_faults(faults_by_attempt: dict[int, Fault]) -> Schedule:
 class FakeOpenAIServer:
     """Run with ``with FakeOpenAIServer(api_key=...) as server: ... server.base_url ...``."""
 
-    def __init__(self, *, api_key: str | None = None, schedule: Schedule = no_faults, host: str = "127.0.0.1", port: int = 0, prompt_tokens_per_image: int = 255):
+    def __init__(self, *, api_key: str | None = None, schedule: Schedule = no_faults, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, prompt_tokens_per_image: int = 255):
         self.api_key = api_key
         self.schedule = schedule
+        self.latency = latency  # seconds every answer takes to "generate"
         self.prompt_tokens_per_image = prompt_tokens_per_image
         self._lock = threading.Lock()
         self._hold_after: int | None = None
@@ -134,6 +135,8 @@ class FakeOpenAIServer:
             self.events: list[tuple[float, str, str]] = []  # (time, pair, what happened)
             self.unauthorized = 0
             self.held = 0  # requests that waited for release()
+            self.in_flight = 0
+            self.max_in_flight = 0  # most handlers open at once (may briefly exceed the client's concurrency: a handler ends just after its reply)
 
     def total(self, counter_name: str) -> int:
         with self._lock:
@@ -242,6 +245,16 @@ def _make_handler(server: FakeOpenAIServer):
                 return
             key = pair_key(body)
             with server._lock:
+                server.in_flight += 1
+                server.max_in_flight = max(server.max_in_flight, server.in_flight)
+            try:
+                self._handle(body, key)
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+
+        def _handle(self, body: dict, key: str) -> None:
+            with server._lock:
                 server.requests[key] += 1
                 attempt = server.requests[key]
                 fault = server.schedule(key, attempt, _user_text_and_image(body)[0])
@@ -272,9 +285,10 @@ def _make_handler(server: FakeOpenAIServer):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            if kind == "slow":
-                deadline = time.monotonic() + fault.delay
-                while time.monotonic() < deadline and not _client_gone(self.connection):
+            delay = server.latency + (fault.delay if kind == "slow" else 0.0)
+            if delay > 0 and kind not in ("malformed", "bad_schema"):
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not _client_gone(self.connection) and not server._stopping.is_set():
                     time.sleep(0.02)
             if kind == "malformed":
                 self._send_json(200, None, raw=b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mess')
@@ -343,10 +357,11 @@ def main(argv=None) -> None:
     parser.add_argument("--max_faults_per_pair", type=int, default=2)
     parser.add_argument("--retry_after", type=float, default=1.0, help="Retry-After seconds sent with 429")
     parser.add_argument("--slow_delay", type=float, default=2.0, help="seconds a 'slow' answer waits")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every answer takes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     schedule = seeded_faults(args.fault_rate, args.faults.split(","), max_faults_per_pair=args.max_faults_per_pair, seed=args.seed, retry_after=args.retry_after, slow_delay=args.slow_delay)
-    server = FakeOpenAIServer(api_key=args.api_key, schedule=schedule, port=args.port).start()
+    server = FakeOpenAIServer(api_key=args.api_key, schedule=schedule, latency=args.latency, port=args.port).start()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"fake OpenAI server on {server.base_url} (synthetic answers); Ctrl-C or SIGTERM prints the books and stops", flush=True)

@@ -7,6 +7,7 @@ with an answer the server delivered for it, and no pair may be paid for twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -26,7 +27,7 @@ from emvision.datasets_scripts import generate_qa as gq
 from emvision.datasets_scripts.prompts import FAMILY_BY_ID, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.schema import assign_folds, class_descriptions_features, images_features, vqa_features
 from emvision.datasets_scripts.teacher_cache import CachedAnswer, TeacherCache, cache_key
-from emvision.datasets_scripts.teacher_client import RetryPolicy, is_refusal, redact, retry_after_seconds
+from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
 from emvision.datasets_scripts.teacher_cost import Pricing, image_tokens
 from emvision.modeling.sem_categories import SEM_CATEGORIES, category_display_name
 
@@ -35,7 +36,8 @@ from openai_fake_server import FAULT_KINDS, FakeOpenAIServer, Fault, scripted_fa
 
 SECRET = "sk-test-emvision-0f3c9a7d2b6e4c81a5d9"
 MODEL = "fake-vision-teacher"
-FAST = dict(max_attempts=6, max_unusable=2, backoff_base_s=0.01, backoff_max_s=0.05, request_timeout_s=1.0)
+# a timeout well above a local round trip on a loaded machine: a normal answer must never time out
+FAST = dict(max_attempts=6, max_unusable=2, backoff_base_s=0.01, backoff_max_s=0.05, request_timeout_s=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +111,33 @@ def check_every_pair_once(output: Path, dataset_dir: Path, server: FakeOpenAISer
     return vqa
 
 
-def test_faulty_server_every_pair_stored_once_and_nothing_paid_twice(dataset_dir, tmp_path, capsys):
-    faults = seeded_faults(0.6, FAULT_KINDS, max_faults_per_pair=2, seed=3, retry_after=0.05, slow_delay=1.5)
+def test_faulty_server_every_pair_stored_once_and_nothing_paid_twice(dataset_dir, tmp_path, capsys, monkeypatch):
+    from openai.resources.chat.completions import AsyncCompletions
+
+    create, open_calls = AsyncCompletions.create, {"now": 0, "most": 0}
+
+    async def counting_create(self, **kwargs):  # the real client call, with a count of calls open at once
+        open_calls["now"] += 1
+        open_calls["most"] = max(open_calls["most"], open_calls["now"])
+        try:
+            return await create(self, **kwargs)
+        finally:
+            open_calls["now"] -= 1
+
+    monkeypatch.setattr(AsyncCompletions, "create", counting_create)
+    # "slow" answers take 30 s: the client times out at 2 s, hangs up, and the server drops the answer
+    faults = seeded_faults(0.6, FAULT_KINDS, max_faults_per_pair=2, seed=3, retry_after=0.05, slow_delay=30)
     output = tmp_path / "out"
     with FakeOpenAIServer(api_key=SECRET, schedule=faults) as server:
         result = run(dataset_dir, output, server, concurrency=4)
         summary = result.summary
         assert summary.stored == 50 and result.failures == 0 and summary.stopped is None
         assert summary.log.sent == server.total("requests"), "every attempt is counted"
+        assert open_calls["most"] == 4, "concurrency is bounded (and used)"
         injected = sum(server.faults.values())
         assert injected > 20 and set(server.faults) == set(FAULT_KINDS)
-        assert summary.log.sent >= 50 + injected  # more only if a normal answer took longer than the 1 s timeout
-        assert summary.log.outcomes["timeout"] >= server.faults["slow"] and summary.log.outcomes["malformed"] == server.faults["malformed"] + server.faults["bad_schema"]
+        assert summary.log.sent == 50 + injected
+        assert summary.log.outcomes["timeout"] == server.faults["slow"] == server.total("abandoned") and summary.log.outcomes["malformed"] == server.faults["malformed"] + server.faults["bad_schema"]
         vqa = check_every_pair_once(output, dataset_dir, server, num_images=4)
         assert result.counts == {"vqa": 40, "class_descriptions": 10}
 
@@ -142,6 +159,43 @@ def test_retry_after_is_waited_for(dataset_dir, tmp_path):
     retried_at = [t for t, _, what in events if what.startswith("request:")][1]
     assert retried_at - refused_at >= 1.0, "retried before Retry-After elapsed"
     assert result.summary.log.retry_after_waits == [1.0]
+
+
+def test_sigterm_finishes_requests_in_flight_then_writes_what_it_has(dataset_dir, tmp_path, capsys, monkeypatch):
+    def terminate_on_tenth_request(pair, attempt, text, count=[0]):
+        count[0] += 1
+        if count[0] == 10:
+            os.kill(os.getpid(), signal.SIGTERM)  # generate_qa's own handler takes it (the CLI installs one)
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    output = tmp_path / "out"
+    with FakeOpenAIServer(api_key=SECRET, schedule=terminate_on_tenth_request, latency=0.05) as server:
+        args = [str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--concurrency", "3", "--no_progress"]
+        assert gq.main(args) == 0
+        last = capsys.readouterr().out.splitlines()[-1]
+        stored = server.total("paid")
+        assert "stopped early: interrupted" in last and 10 <= stored < 50 and last.startswith(f"{stored} answers stored, 0 failed, {50 - stored} left")
+        assert server.total("requests") == stored and server.total("abandoned") == 0  # in-flight requests were finished, not dropped
+        assert len(load_from_disk(str(output / "class_descriptions"))) + len(load_from_disk(str(output / "vqa"))) == stored
+        assert gq.main(args) == 0 and max(server.paid.values()) == 1 and len(load_from_disk(str(output / "vqa"))) == 40
+
+
+async def _five_starts(limiter):
+    started = time.monotonic()
+    for _ in range(5):
+        await limiter.acquire()
+    return time.monotonic() - started
+
+
+def test_rate_limiter_spaces_starts_and_pauses():
+    assert 0.38 <= asyncio.run(_five_starts(RateLimiter(requests_per_minute=600))) < 1.0
+
+    async def paused():
+        limiter = RateLimiter()
+        limiter.pause_until(time.monotonic() + 0.3)
+        return await _five_starts(limiter)
+
+    assert 0.3 <= asyncio.run(paused()) < 0.8
 
 
 def test_retry_after_header_forms():
@@ -190,6 +244,20 @@ def test_wrong_key_stops_the_run_and_is_never_echoed(dataset_dir, tmp_path, caps
     for path in [p for p in output.rglob("*") if p.is_file()]:
         assert wrong.encode() not in path.read_bytes() and b"sk-wr****" not in path.read_bytes()
     assert wrong not in out + err and "sk-wr" not in out + err and "sk-***" in out
+
+
+def test_unreadable_image_is_reported_and_the_run_goes_on(dataset_dir, tmp_path):
+    images = load_from_disk(str(dataset_dir / "images")).cast_column("image", Image(decode=False))
+    rows = [images[0], {**images[1], "image": {"bytes": b"not an image at all", "path": None}}]
+    broken = tmp_path / "broken"
+    Dataset.from_list(rows, features=images.features).cast_column("image", Image()).save_to_disk(str(broken / "images"))
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        result = run(broken, tmp_path / "out", server, question_ids=[1, 2], descriptions_per_class=0)
+        assert server.total("requests") == 2 and result.summary.stored == 2 and result.failures == 2
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert {(row["image_id"], row["question_id"], row["attempts"]) for row in failures} == {(rows[1]["image_id"], 1, 0), (rows[1]["image_id"], 2, 0)}
+    assert all(row["reason"].startswith("unreadable image") for row in failures)
+    assert list(load_from_disk(str(tmp_path / "out" / "vqa"))["image_id"]) == [rows[0]["image_id"]] * 2
 
 
 def test_no_caption_is_label_free(dataset_dir, tmp_path):
@@ -251,7 +319,7 @@ def test_killed_mid_run_resumes_without_losing_duplicating_or_paying_twice(datas
                    "--base_url", server.base_url, "--concurrency", "4", "--backoff_base", "0.01", "--request_timeout", "5"]  # fmt: skip
         server.hold_after(18)  # once 18 answers are paid, later requests hang in flight
         first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # generous: the interpreter start-up imports torch and transformers (emvision.modeling)
         while not (server.total("paid") >= 18 and _cached_count(cache_path) == server.total("paid")):
             assert first.poll() is None and time.monotonic() < deadline, "the first run ended before it could be killed"
             time.sleep(0.05)
