@@ -1,0 +1,398 @@
+"""HNF (Hierarchical Network Fusion): a multi-scale micrograph classifier fusing patch sequences, patch graphs
+and LLM-written class descriptions (arXiv 2408.13661). See `HNFConfig` for the architecture and its choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import ChebConv
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_utils import get_torch_context_manager_or_global_device
+from transformers.utils import ModelOutput
+
+from .configuration_hnf import HNFConfig
+from .hnf_graph import HNFGraphBlock
+from .hnf_ode import HNFBidirectionalODE, HNFFeedForward, HNFODEVectorField, HNFSelfAttention
+from .hnf_text import HNFTextEncoder
+
+
+@dataclass
+class HNFModelOutput(ModelOutput):
+    """
+    pooler_output (`(batch_size, fused_size)`): The fused image-text embedding the classifier reads.
+    image_embeds (`(batch_size, hidden_size)`): The hierarchical image embedding (last gate output).
+    text_embeds (`(num_descriptions, hidden_size)`, *optional*): One embedding per stored class description.
+    gate_weights (`tuple` of `(batch_size, 2)`, *optional*): Per HNF layer, the gate's weights over the
+        (sequence, graph) experts; each row sums to 1.
+    hidden_states (`tuple` of `(batch_size, hidden_size)`, *optional*): The summary after each layer.
+    label_conditioned (`bool`): True when the text side saw the images' labels (paper protocol).
+    """
+
+    pooler_output: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    gate_weights: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    label_conditioned: bool | None = None
+
+
+@dataclass
+class HNFImageClassifierOutput(ImageClassifierOutput):
+    """`ImageClassifierOutput` plus HNF's embeddings, gate weights and the `label_conditioned` marker."""
+
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    gate_weights: tuple[torch.Tensor, ...] | None = None
+    label_conditioned: bool | None = None
+
+
+class HNFPatchEmbedding(nn.Module):
+    """Cuts the image into non-overlapping `patch_size` patches, embeds each linearly, adds position embeddings.
+
+    The same map as a stride-`patch_size` convolution, computed as one matmul (faster on CPU for large patches).
+    """
+
+    def __init__(self, config: HNFConfig, patch_size: int):
+        super().__init__()
+        self.image_size = config.image_size
+        self.num_channels = config.num_channels
+        self.patch_size = patch_size
+        self.grid_size = config.image_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.projection = nn.Linear(config.num_channels * patch_size**2, config.hidden_size)
+        self.position_embedding = nn.Parameter(torch.zeros(1, self.num_patches, config.hidden_size))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the patch contents (B, N, d) and the patch tokens with positions (B, N, d)."""
+        if pixel_values.dim() != 4 or pixel_values.shape[1:] != (self.num_channels, self.image_size, self.image_size):
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.num_channels}, {self.image_size}, {self.image_size}), "
+                f"got {tuple(pixel_values.shape)}; preprocess with the model's image processor"
+            )
+        batch, grid, size = pixel_values.shape[0], self.grid_size, self.patch_size
+        # (B, C, gh, p, gw, p) -> (B, gh * gw, C * p * p), patches in row-major order
+        patches = pixel_values.reshape(batch, self.num_channels, grid, size, grid, size).permute(0, 2, 4, 1, 3, 5)
+        content = self.projection(patches.reshape(batch, self.num_patches, -1))
+        return content, content + self.position_embedding
+
+
+class HNFExpert(nn.Module):
+    """One modality's expert: a residual pre-norm MLP on a summary vector."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HNFFeedForward(config)
+
+    def forward(self, summary: torch.Tensor) -> torch.Tensor:
+        return summary + self.mlp(self.norm(summary))
+
+
+class HNFModalityGate(nn.Module):
+    """Mixture of experts over the two modalities: a softmax gate, computed from both summaries, weighs a
+    sequence expert (on the CLS summary) against a graph expert (on the virtual-node summary)."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.sequence_expert = HNFExpert(config)
+        self.graph_expert = HNFExpert(config)
+        self.router = nn.Linear(2 * config.hidden_size, 2)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, cls_summary: torch.Tensor, virtual_summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate_weights = self.router(torch.cat([cls_summary, virtual_summary], dim=-1)).softmax(dim=-1)  # (B, 2)
+        expert_outputs = torch.stack([self.sequence_expert(cls_summary), self.graph_expert(virtual_summary)], dim=1)
+        return self.norm((gate_weights.unsqueeze(-1) * expert_outputs).sum(dim=1)), gate_weights
+
+
+class HNFLayer(GradientCheckpointingLayer):
+    """One scale: patch embedding, the ODE sequence branch and the graph branch side by side, then the gate."""
+
+    def __init__(self, config: HNFConfig, layer_idx: int):
+        super().__init__()
+        self.patch_embedding = HNFPatchEmbedding(config, config.layer_patch_sizes[layer_idx])
+        self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.sequence_branch = HNFBidirectionalODE(config)
+        self.sequence_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.graph_branch = HNFGraphBlock(config, config.num_neighbors[layer_idx])
+        self.graph_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gate = HNFModalityGate(config)
+
+    def forward(
+        self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cls_token, virtual_token: (B, d). Returns the gate output (B, d) and the gate weights (B, 2)."""
+        patch_content, patch_tokens = self.patch_embedding(pixel_values)
+        sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
+        cls_summary = self.sequence_norm(self.sequence_branch(sequence)[:, -1])
+        nodes = torch.cat([patch_tokens, virtual_token.unsqueeze(1)], dim=1)  # [patches, virtual node]
+        nodes, _ = self.graph_branch(patch_content, nodes)
+        virtual_summary = self.graph_norm(nodes[:, -1])
+        return self.gate(cls_summary, virtual_summary)
+
+
+class HNFHierarchicalEncoder(nn.Module):
+    """The inverted pyramid: each layer re-cuts the image at its own patch size; the gate output of a layer
+    starts the CLS token and the virtual node of the next, and the last one is the image embedding."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, config.hidden_size))
+        self.virtual_token = nn.Parameter(torch.zeros(1, config.hidden_size))
+        self.layers = nn.ModuleList([HNFLayer(config, index) for index in range(config.num_hidden_layers)])
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple, tuple]:
+        batch = pixel_values.shape[0]
+        cls_token, virtual_token = self.cls_token.expand(batch, -1), self.virtual_token.expand(batch, -1)
+        summaries, gate_weights = [], []
+        for layer in self.layers:
+            summary, weights = layer(pixel_values, cls_token, virtual_token)
+            cls_token = virtual_token = summary
+            summaries.append(summary)
+            gate_weights.append(weights)
+        return summary, tuple(gate_weights), tuple(summaries)
+
+
+class HNFTransformerBlock(GradientCheckpointingLayer):
+    """A pre-norm ViT block, for the "without HNF" ablation."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = HNFSelfAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HNFFeedForward(config)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens + self.attention(self.attention_norm(tokens))
+        return tokens + self.mlp(self.mlp_norm(tokens))
+
+
+class HNFViTEncoder(nn.Module):
+    """Ablation "without HNF": a plain ViT on `patch_sizes[0]` with as many blocks as HNF has layers."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.patch_embedding = HNFPatchEmbedding(config, config.patch_sizes[0])
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.layers = nn.ModuleList([HNFTransformerBlock(config) for _ in range(config.num_hidden_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None, tuple]:
+        _, tokens = self.patch_embedding(pixel_values)
+        tokens = torch.cat([tokens, self.cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
+        summaries = []
+        for layer in self.layers:
+            tokens = layer(tokens)
+            summaries.append(tokens[:, -1])
+        return self.norm(tokens[:, -1]), None, tuple(summaries)
+
+
+class HNFCrossModalAttention(nn.Module):
+    """Multi-head attention from the image embedding (query) over the description embeddings (keys, values)."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.num_heads = config.fusion_num_heads
+        self.query_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key_value = nn.Linear(config.hidden_size, 2 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """image_embeds (B, d), text_embeds (D, d), text_mask (B, D) of bools (True = may attend) -> (B, d)."""
+        batch, width = image_embeds.shape
+        head_dim = width // self.num_heads
+        query = self.query(self.query_norm(image_embeds)).view(batch, self.num_heads, 1, head_dim)
+        key, value = self.key_value(self.text_norm(text_embeds)).view(-1, 2, self.num_heads, head_dim).permute(1, 2, 0, 3)
+        key, value = key.unsqueeze(0).expand(batch, -1, -1, -1), value.unsqueeze(0).expand(batch, -1, -1, -1)
+        attn_mask = None if text_mask is None else text_mask[:, None, None, :]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask).reshape(batch, width)
+        return self.norm(image_embeds + self.dropout(self.out_proj(attended)))
+
+
+class HNFPreTrainedModel(PreTrainedModel):
+    config_class = HNFConfig
+    config: HNFConfig
+    base_model_prefix = "hnf"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HNFLayer", "HNFTransformerBlock", "HNFTextEncoder"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, HNFPatchEmbedding):
+            init.trunc_normal_(module.position_embedding, std=std)
+        elif isinstance(module, (HNFHierarchicalEncoder, HNFViTEncoder)):
+            init.trunc_normal_(module.cls_token, std=std)
+            if isinstance(module, HNFHierarchicalEncoder):
+                init.trunc_normal_(module.virtual_token, std=std)
+        elif isinstance(module, HNFLayer):
+            init.zeros_(module.cls_position)
+        elif isinstance(module, HNFODEVectorField):
+            init.zeros_(module.time_embedding)
+        elif isinstance(module, ChebConv):
+            for linear in module.lins:
+                init.xavier_uniform_(linear.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class HNFModel(HNFPreTrainedModel):
+    """HNF without its classifier: the hierarchical image embedding fused with the class-description embeddings."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__(config)
+        self.image_encoder = HNFHierarchicalEncoder(config) if config.image_encoder == "hnf" else HNFViTEncoder(config)
+        self.text_encoder = HNFTextEncoder(config) if config.use_text_branch else None
+        self.fusion = HNFCrossModalAttention(config) if config.use_text_branch and config.fusion == "cross_attention" else None
+        self.post_init()
+        # Reading descriptions and pre-trained text weights is skipped while `from_pretrained` builds the model on
+        # the meta device: the saved buffers and fine-tuned weights are loaded right after.
+        if self.text_encoder is not None and get_torch_context_manager_or_global_device() != torch.device("meta"):
+            self.text_encoder.set_descriptions(config)
+            if config.text_model_name_or_path is not None:
+                self.text_encoder.load_pretrained_language_model(config.text_model_name_or_path)
+
+    @property
+    def fused_size(self) -> int:
+        concat = self.config.use_text_branch and self.config.fusion == "concat"
+        return 2 * self.config.hidden_size if concat else self.config.hidden_size
+
+    def set_class_descriptions(self, class_descriptions: dict[str, list[str]], source: str | None = None, tokenizer=None):
+        """Replace the stored descriptions (same number per class as before) and re-tokenize them."""
+        if self.text_encoder is None:
+            raise ValueError("this model has no text branch (use_text_branch=False)")
+        previous = (self.config.class_descriptions, self.config.class_descriptions_source)
+        self.config.class_descriptions = {name: list(texts) for name, texts in class_descriptions.items()}
+        self.config.class_descriptions_source = source
+        try:
+            self.config._validate()
+            self.text_encoder.set_descriptions(self.config, tokenizer)
+        except ValueError:
+            self.config.class_descriptions, self.config.class_descriptions_source = previous
+            raise
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        conditioning_labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HNFModelOutput | tuple:
+        r"""
+        conditioning_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Paper protocol only: restrict each image's text side to the descriptions of this class. Such outputs
+            are marked `label_conditioned=True`. Leave unset for label-free predictions.
+        """
+        if pixel_values is None:
+            raise ValueError("HNFModel needs pixel_values")
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        image_embeds, gate_weights, summaries = self.image_encoder(pixel_values)
+
+        text_embeds, text_mask = None, None
+        label_conditioned = conditioning_labels is not None
+        if label_conditioned and self.text_encoder is None:
+            raise ValueError("conditioning_labels were given but this model has no text branch")
+        if self.text_encoder is not None:
+            text_embeds = self.text_encoder().to(image_embeds.dtype)
+            if label_conditioned:
+                text_mask = self.text_encoder.description_labels.unsqueeze(0) == conditioning_labels.unsqueeze(1)
+        if self.text_encoder is None:
+            fused = image_embeds
+        elif self.fusion is not None:
+            fused = self.fusion(image_embeds, text_embeds, text_mask)
+        else:  # "concat" ablation: the image embedding beside the mean of the (visible) description embeddings
+            weights = torch.ones(image_embeds.shape[0], text_embeds.shape[0], device=image_embeds.device, dtype=image_embeds.dtype)
+            if text_mask is not None:
+                weights = weights * text_mask
+            text_summary = (weights @ text_embeds) / weights.sum(dim=1, keepdim=True)
+            fused = torch.cat([image_embeds, text_summary], dim=-1)
+
+        output = HNFModelOutput(
+            pooler_output=fused,
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            gate_weights=gate_weights,
+            hidden_states=summaries if output_hidden_states else None,
+            label_conditioned=label_conditioned,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class HNFForImageClassification(HNFPreTrainedModel):
+    """HNF with a linear classifier on the fused embedding, trained with cross-entropy."""
+
+    def __init__(self, config: HNFConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.hnf = HNFModel(config)
+        self.classifier = nn.Linear(self.hnf.fused_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def label_conditioned(self) -> bool:
+        """True when this model's text side is conditioned on the true labels (the paper's audit protocol)."""
+        return self.config.use_text_branch and self.config.text_conditioning == "paper_label_conditioned"
+
+    def set_class_descriptions(self, class_descriptions: dict[str, list[str]], source: str | None = None, tokenizer=None):
+        self.hnf.set_class_descriptions(class_descriptions, source=source, tokenizer=tokenizer)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> HNFImageClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class indices for the cross-entropy loss. By default they never reach the text side; only with
+            `text_conditioning="paper_label_conditioned"` do they select the descriptions (and then they are
+            required, and the output says `label_conditioned=True`).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.label_conditioned and labels is None:
+            raise ValueError(
+                'text_conditioning="paper_label_conditioned" needs labels at every forward (it is the paper\'s '
+                'label-conditioned protocol); use text_conditioning="all_classes" to predict from pixels alone'
+            )
+        outputs = self.hnf(
+            pixel_values,
+            conditioning_labels=labels if self.label_conditioned else None,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
+        output = HNFImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            image_embeds=outputs.image_embeds,
+            text_embeds=outputs.text_embeds,
+            gate_weights=outputs.gate_weights,
+            label_conditioned=outputs.label_conditioned,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["HNFPreTrainedModel", "HNFModel", "HNFForImageClassification", "HNFModelOutput", "HNFImageClassifierOutput"]

@@ -1,0 +1,125 @@
+"""Throughput of HNF's default config beside a plain ViT of the same width and depth, on the same batches.
+
+Each step is forward + backward + AdamW step on a batch of random 224x224 images. The models alternate step
+by step, so background load hits both alike; the figures are medians over the timed steps.
+
+    python tests/benchmarks/bench_hnf_throughput.py                   # batch 48, default HNF vs ViT
+    python tests/benchmarks/bench_hnf_throughput.py --ablations       # also HNF's ablation switches
+    python tests/benchmarks/bench_hnf_throughput.py --threads 2 --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from tqdm.auto import tqdm
+from transformers import ViTConfig, ViTForImageClassification
+
+from emvision.modeling.configuration_hnf import HNFConfig
+from emvision.modeling.modeling_hnf import HNFForImageClassification
+
+ABLATIONS = {
+    "HNF single-scale": {"multi_scale": False},
+    "HNF without LLM text": {"use_text_branch": False},
+    "HNF concat fusion": {"fusion": "concat"},
+    "HNF without HNF (text + ViT)": {"image_encoder": "vit"},
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per model (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--vit_intermediate_size", type=int, default=None,
+        help="MLP width of the ViT (default: 4 x hidden_size, transformers' ViT ratio)",
+    )
+    parser.add_argument("--ablations", action="store_true", help="also time HNF's ablation switches")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def vit_like(config: HNFConfig, intermediate_size: int | None) -> ViTForImageClassification:
+    vit_config = ViTConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_sizes[0],
+        num_channels=config.num_channels,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=intermediate_size or 4 * config.hidden_size,
+        num_labels=config.num_labels,
+    )
+    return ViTForImageClassification(vit_config)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    load_before = os.getloadavg()[0]
+    config = HNFConfig()
+    models = {"HNF (default config)": HNFForImageClassification(config)}
+    models["ViT (same width, depth)"] = vit_like(config, args.vit_intermediate_size)
+    if args.ablations:
+        models.update({name: HNFForImageClassification(HNFConfig(**changes)) for name, changes in ABLATIONS.items()})
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3) for name, model in models.items()}
+
+    batches = [
+        (torch.rand(args.batch_size, 3, 224, 224) * 2 - 1, torch.randint(0, config.num_labels, (args.batch_size,)))
+        for _ in range(2)
+    ]
+    train_seconds = {name: [] for name in models}
+    for step in tqdm(range(args.warmup + args.steps), desc="train steps"):
+        pixel_values, labels = batches[step % len(batches)]
+        for name, model in models.items():
+            model.train()
+            start = time.perf_counter()
+            model(pixel_values=pixel_values, labels=labels).loss.backward()
+            optimizers[name].step()
+            optimizers[name].zero_grad(set_to_none=True)
+            if step >= args.warmup:
+                train_seconds[name].append(time.perf_counter() - start)
+
+    infer_seconds = {name: [] for name in models}
+    with torch.inference_mode():
+        for step in range(args.warmup + args.steps):
+            pixel_values = batches[step % len(batches)][0]
+            for name, model in models.items():
+                model.eval()
+                start = time.perf_counter()
+                model(pixel_values=pixel_values)
+                if step >= args.warmup:
+                    infer_seconds[name].append(time.perf_counter() - start)
+
+    print(
+        f"\nbatch {args.batch_size}, {torch.get_num_threads()} threads, {args.steps} timed steps, "
+        f"1-min load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f}"
+    )
+    header = f"{'model':32} {'params':>9} {'train ms/step':>14} {'train img/s':>12} {'infer img/s':>12}"
+    print(header)
+    print("-" * len(header))
+    medians = {}
+    for name, model in models.items():
+        train = statistics.median(train_seconds[name])
+        infer = statistics.median(infer_seconds[name])
+        medians[name] = (train, infer)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:32} {params / 1e6:8.2f}M {train * 1e3:14.0f} {args.batch_size / train:12.1f} {args.batch_size / infer:12.1f}")
+    hnf_train, hnf_infer = medians["HNF (default config)"]
+    vit_train, vit_infer = medians["ViT (same width, depth)"]
+    print(
+        f"HNF/ViT cost per image: train {hnf_train / vit_train:.2f}x, inference {hnf_infer / vit_infer:.2f}x "
+        f"(target for a later issue: train <= 3x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
