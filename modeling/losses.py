@@ -3,7 +3,7 @@
 `gather_features` follows open_clip's `loss.py`: under `torch.distributed` every process all-gathers the
 features of all others, then puts its own tensor back in its slot, so the contrastive loss sees the global
 batch as negatives while gradients flow through the local features only (each process back-propagates
-its own part; data-parallel gradient averaging combines them).
+its own part; data-parallel gradient averaging combines them, see `contrastive_loss`).
 
 Copied next to the weights as remote code: imports only torch.
 """
@@ -49,10 +49,15 @@ def gather_features(features: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 class ContrastiveOutput(NamedTuple):
     loss: torch.Tensor
-    logits_per_image: torch.Tensor  # (B_local, B_global): local images against all texts, / temperature
-    logits_per_text: torch.Tensor  # (B_local, B_global): local texts against all images, / temperature
-    positive_mask: torch.Tensor  # (B_local, B_global) bool: pairs that share an image
-    offset: int  # column of local row 0 in the global batch
+    logits_per_image: torch.Tensor  # (N, N) over the global batch: images (rows) against texts, / temperature
+    logits_per_text: torch.Tensor  # (N, N): its transpose
+    positive_mask: torch.Tensor  # (N, N) bool: pairs that show the same image
+    offset: int  # row of this process's first pair in the global batch
+
+
+def _scale_gradient(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+    """Same value; the gradient flowing back through it is multiplied by `factor`."""
+    return tensor * factor - tensor.detach() * (factor - 1)
 
 
 def contrastive_loss(
@@ -64,32 +69,39 @@ def contrastive_loss(
 ) -> ContrastiveOutput:
     """Symmetric InfoNCE between L2-normalised image and text features of matching rows.
 
-    `logits_per_image = image_features @ all_text_features.T / temperature` (and symmetrically for texts);
-    the loss is the mean of the two cross-entropies. Row `i` is the pair (image i, text i). `image_ids`
-    (optional, `(B,)` integers) marks rows that show the same image: all of them count as positives, with
-    the target mass spread evenly over them (BLIP's retrieval targets). With `gather=True` the other
-    processes' features (and ids) are gathered as extra negatives.
+    `logits = image_features @ text_features.T / temperature`; the loss is the mean of the image-to-text
+    and the text-to-image cross-entropies. Row `i` is the pair (image i, text i). `image_ids` (optional,
+    `(B,)` integers) marks rows that show the same image: all of them count as positives, the target mass
+    spread evenly over them (BLIP's retrieval targets).
+
+    With `gather=True` under `torch.distributed` (world size W), every process computes the loss of the
+    global batch from gathered features, in which only its own rows carry gradient. That gradient is
+    scaled by W, so that data-parallel averaging reproduces exactly the gradient a single process would
+    get on the global batch; the loss value and the temperature's gradient are the global ones already.
     """
     if image_features.shape != text_features.shape:
-        raise ValueError(f"image and text features differ in shape: {tuple(image_features.shape)} vs {tuple(text_features.shape)}")
-    batch_size = image_features.shape[0]
-    if gather:
-        all_image_features, offset = gather_features(image_features)
-        all_text_features, _ = gather_features(text_features)
+        raise ValueError(
+            f"image and text features differ in shape: {tuple(image_features.shape)} vs {tuple(text_features.shape)}"
+        )
+    world_size = _world()[0] if gather else 1
+    offset = 0
+    if world_size > 1:
+        all_image_features, offset = gather_features(_scale_gradient(image_features, world_size))
+        all_text_features, _ = gather_features(_scale_gradient(text_features, world_size))
     else:
-        all_image_features, all_text_features, offset = image_features, text_features, 0
+        all_image_features, all_text_features = image_features, text_features
     if image_ids is None:
-        local_ids = torch.arange(offset, offset + batch_size, device=image_features.device)
         all_ids = torch.arange(all_image_features.shape[0], device=image_features.device)
     else:
-        local_ids = image_ids.to(image_features.device)
-        all_ids = gather_features(local_ids)[0] if gather else local_ids
+        all_ids = image_ids.to(image_features.device)
+        if world_size > 1:
+            all_ids = gather_features(all_ids)[0]
 
-    logits_per_image = image_features @ all_text_features.t() / temperature
-    logits_per_text = text_features @ all_image_features.t() / temperature
-    positive_mask = local_ids[:, None] == all_ids[None, :]
+    logits_per_image = all_image_features @ all_text_features.t() / temperature
+    logits_per_text = logits_per_image.t()
+    positive_mask = all_ids[:, None] == all_ids[None, :]
     targets = positive_mask.to(logits_per_image.dtype)
-    targets = targets / targets.sum(dim=1, keepdim=True)
+    targets = targets / targets.sum(dim=1, keepdim=True)  # symmetric, so the same for both directions
     loss_i2t = -(F.log_softmax(logits_per_image, dim=1) * targets).sum(dim=1).mean()
     loss_t2i = -(F.log_softmax(logits_per_text, dim=1) * targets).sum(dim=1).mean()
     return ContrastiveOutput((loss_i2t + loss_t2i) / 2, logits_per_image, logits_per_text, positive_mask, offset)

@@ -549,7 +549,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 itc = contrastive_loss(
                     image_features, text_features, temperature, image_ids, gather=config.itc_gather_distributed
                 )
-                losses["itc"], logits_per_image = itc.loss, itc.logits_per_image
+                losses["itc"] = itc.loss
+                logits_per_image = itc.logits_per_image[itc.offset : itc.offset + batch_size]
             if config.use_itm:
                 itm_logits, itm_labels = self._matching_logits(image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc)
                 losses["itm"] = itm_loss(itm_logits, itm_labels)
@@ -588,9 +589,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         device = image_embeds.device
         if itc is not None:
             local = slice(itc.offset, itc.offset + batch_size)
-            positive_mask = itc.positive_mask[:, local]
-            similarity_i2t = itc.logits_per_image[:, local].detach()
-            similarity_t2i = itc.logits_per_text[:, local].detach()
+            positive_mask = itc.positive_mask[local, local]
+            similarity_i2t = itc.logits_per_image[local, local].detach()
+            similarity_t2i = itc.logits_per_text[local, local].detach()
         else:
             ids = image_ids.to(device) if image_ids is not None else torch.arange(batch_size, device=device)
             positive_mask = ids[:, None] == ids[None, :]
@@ -814,6 +815,28 @@ def _position_offset(bert) -> int:
     return bert.config.pad_token_id + 1 if bert.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
 
 
+def _vit_blocks(vit):
+    """The sub-modules of each ViT block, in both transformers layouts (`layers` with q/k/v/o_proj and
+    `mlp`, or the older `encoder.layer` with `attention.attention.query` and `intermediate`/`output`)."""
+    if hasattr(vit, "layers"):
+        for layer in vit.layers:
+            attention = layer.attention
+            yield dict(
+                query=attention.q_proj, key=attention.k_proj, value=attention.v_proj, out=attention.o_proj,
+                fc1=layer.mlp.fc1, fc2=layer.mlp.fc2, before=layer.layernorm_before, after=layer.layernorm_after,
+            )
+    elif hasattr(vit, "encoder") and hasattr(vit.encoder, "layer"):
+        for layer in vit.encoder.layer:
+            attention = layer.attention
+            yield dict(
+                query=attention.attention.query, key=attention.attention.key, value=attention.attention.value,
+                out=attention.output.dense, fc1=layer.intermediate.dense, fc2=layer.output.dense,
+                before=layer.layernorm_before, after=layer.layernorm_after,
+            )
+    else:
+        raise ValueError(f"unrecognised ViT layout in {type(vit).__name__}: no `layers` or `encoder.layer`")
+
+
 @torch.no_grad()
 def _load_vit_weights(vision: MVaEMaVisionModel, vit) -> None:
     embeddings = vision.embeddings
@@ -821,14 +844,13 @@ def _load_vit_weights(vision: MVaEMaVisionModel, vit) -> None:
     embeddings.patch_embedding.bias.copy_(vit.embeddings.patch_embeddings.projection.bias)
     embeddings.class_embedding.copy_(vit.embeddings.cls_token)
     embeddings.position_embedding.copy_(_resize_positions(vit.embeddings.position_embeddings, embeddings.position_embedding.shape[1]))
-    for layer, source in zip(vision.layers, vit.encoder.layer):
-        attention = source.attention.attention
-        _copy_qkv(layer.attention, attention.query, attention.key, attention.value)
-        _copy_linear(layer.attention.out_proj, source.attention.output.dense)
-        _copy_linear(layer.fc1, source.intermediate.dense)
-        _copy_linear(layer.fc2, source.output.dense)
-        _copy_norm(layer.layernorm_before, source.layernorm_before)
-        _copy_norm(layer.layernorm_after, source.layernorm_after)
+    for layer, source in zip(vision.layers, _vit_blocks(vit), strict=True):
+        _copy_qkv(layer.attention, source["query"], source["key"], source["value"])
+        _copy_linear(layer.attention.out_proj, source["out"])
+        _copy_linear(layer.fc1, source["fc1"])
+        _copy_linear(layer.fc2, source["fc2"])
+        _copy_norm(layer.layernorm_before, source["before"])
+        _copy_norm(layer.layernorm_after, source["after"])
     _copy_norm(vision.post_layernorm, vit.layernorm)
 
 
@@ -844,7 +866,7 @@ def _load_bert_weights(text: MVaEMaTextModel, bert) -> None:
         positions = positions + token_type.weight[0]
     embeddings.position_embeddings.weight.copy_(positions)
     _copy_norm(embeddings.LayerNorm, bert.embeddings.LayerNorm)
-    for layer, source in zip(text.layers, bert.encoder.layer):
+    for layer, source in zip(text.layers, bert.encoder.layer, strict=True):
         attention = source.attention
         for block in (layer.self_attention, layer.causal_self_attention):
             if block is None:

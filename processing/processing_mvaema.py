@@ -85,6 +85,8 @@ class MVaEMaProcessor(ProcessorMixin):
             captions: optional caption(s) put before each question: the paper's label-conditioned protocol.
             padding_side: override the padding side ("left" or "right").
         """
+        if text is None and (answers is not None or captions is not None):
+            raise ValueError("answers and captions need their questions: pass text=...")
         if images is None and text is None:
             raise ValueError("MVaEMaProcessor needs images, text (questions), or both")
         data = {}
@@ -99,8 +101,6 @@ class MVaEMaProcessor(ProcessorMixin):
             answer_list = _as_list(answers, "answers", len(questions)) if answers is not None else None
             caption_list = _as_list(captions, "captions", len(questions)) if captions is not None else None
             data.update(self._text_inputs(questions, answer_list, caption_list, padding_side))
-        elif answers is not None or captions is not None:
-            raise ValueError("answers and captions need their questions: pass text=...")
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
