@@ -1,0 +1,223 @@
+"""HNF as a Hugging Face model: Auto classes, safetensors, remote code, the image-classification pipeline,
+and the text encoder pre-trained by train/pretrain_text_mlm.py."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    pipeline,
+)
+
+from emvision.modeling import SEM_CATEGORIES, HNFConfig, HNFForImageClassification, HNFModel
+from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+from emvision.train import pretrain_text_mlm
+
+# HAND-WRITTEN STAND-INS for the LLM-written class descriptions (short, written for these tests; not model output).
+HAND_WRITTEN_DESCRIPTIONS = {
+    "Biological": "Cells and bacteria with soft, irregular membranes and thin protrusions.",
+    "Fibres": "Long curved filaments crossing each other in entangled mats.",
+    "Films_Coated_Surface": "A continuous layer with grains, nodules and polygonal cracks.",
+    "MEMS_devices_and_electrodes": "Lithographic structures: straight edges, pads, combs and cantilevers.",
+    "Nanowires": "Thin straight wires, dense forests or random networks of rods.",
+    "Particles": "Separate round or faceted particles of similar size on a substrate.",
+    "Patterned_surface": "Regular periodic arrays of holes, pillars or lines.",
+    "Porous_Sponge": "A continuous skeleton full of dark rounded pores.",
+    "Powder": "Agglomerated grains of many sizes piled in clumps.",
+    "Tips": "A single sharp conical probe tip narrowing to an apex.",
+}
+TINY_TEXT_CONFIG = dict(
+    vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=128
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models only lose time to intra-op threading (and a lot of it on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def narrow_config(**changes) -> HNFConfig:
+    """The default geometry (224 px; 16, 28, 32 px patches) at a small width."""
+    settings = dict(
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=32,
+        fusion_num_heads=2,
+        text_config=TINY_TEXT_CONFIG,
+        description_max_length=96,
+        class_descriptions={name: [text] for name, text in HAND_WRITTEN_DESCRIPTIONS.items()},
+        class_descriptions_source="human (hand-written test stand-ins)",
+    )
+    settings.update(changes)
+    return HNFConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A small HNF saved with its image processor, and the logits it gives on a fixed batch."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("hnf")
+    model = HNFForImageClassification(narrow_config()).eval()
+    model.save_pretrained(folder)
+    MicrographImageProcessor().save_pretrained(folder)
+    pixels = torch.rand(3, 3, 224, 224) * 2 - 1
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+    save_file({"pixel_values": pixels, "logits": logits}, str(folder.parent / "probe.safetensors"))
+    return folder, pixels, logits, model
+
+
+def test_saved_folder_is_safetensors_with_code_and_image_processor(saved_model):
+    folder, *_ = saved_model
+    files = set(os.listdir(folder))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_hnf.py", "configuration_hnf.py"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "hnf"
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_hnf.HNFForImageClassification"
+    assert config["id2label"]["3"] == "MEMS_devices_and_electrodes"
+    assert config["class_descriptions"]["Tips"] == [HAND_WRITTEN_DESCRIPTIONS["Tips"]]
+    assert "hnf.text_encoder.description_input_ids" in load_file(str(folder / "model.safetensors"))
+    assert isinstance(AutoImageProcessor.from_pretrained(folder), MicrographImageProcessor)
+
+
+def test_auto_classes_reload_identical_logits(saved_model):
+    folder, pixels, logits, model = saved_model
+    assert isinstance(AutoConfig.from_pretrained(folder), HNFConfig)
+    reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
+    assert isinstance(reloaded, HNFForImageClassification)
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixel_values=pixels).logits, logits)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    base = AutoModel.from_pretrained(folder).eval()
+    assert isinstance(base, HNFModel)
+    with torch.no_grad():
+        expected = model.hnf(pixel_values=pixels).pooler_output
+        assert torch.equal(base(pixel_values=pixels).pooler_output, expected)
+
+
+def test_remote_code_round_trip_without_emvision(saved_model, tmp_path):
+    folder, *_ = saved_model
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["emvision"] = None  # the package is not importable: only the folder's code may be used
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModelForImageClassification
+        probe = load_file({str(folder.parent / "probe.safetensors")!r})
+        model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            logits = model(pixel_values=probe["pixel_values"]).logits
+        print("max abs difference", (logits - probe["logits"]).abs().max().item())
+        assert torch.equal(logits, probe["logits"])
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max abs difference 0.0" in result.stdout
+
+
+def test_pipeline_classifies_a_real_micrograph(saved_model, real_sem_dir):
+    folder, *_ = saved_model
+    classifier = pipeline("image-classification", model=str(folder))
+    assert isinstance(classifier.image_processor, MicrographImageProcessor)
+    micrograph = real_sem_dir / "Nanowires" / "L6_0a6f18702a4a32677c74ed390f3af7af.jpg"  # 1024x768 with info bar
+    predictions = classifier(str(micrograph), top_k=10)
+    assert sorted(p["label"] for p in predictions) == sorted(SEM_CATEGORIES)
+    assert abs(sum(p["score"] for p in predictions) - 1) < 1e-4
+    scores = [p["score"] for p in predictions]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def description_subset(tmp_path_factory):
+    """A class_descriptions subset as the data scripts write it (hand-written rows, source="human")."""
+    from datasets import Dataset
+
+    from emvision.datasets_scripts.prompts import class_description_prompt
+    from emvision.datasets_scripts.schema import HUMAN_SOURCE, class_descriptions_features
+
+    rows = [
+        {"label": index, "name": name, "description": HAND_WRITTEN_DESCRIPTIONS[name], "source": HUMAN_SOURCE,
+         "prompt": class_description_prompt(name)}
+        for index, name in enumerate(SEM_CATEGORIES)
+    ]
+    folder = tmp_path_factory.mktemp("data") / "class_descriptions"
+    Dataset.from_list(rows, features=class_descriptions_features()).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pretrained_text_folder(description_subset, tmp_path_factory):
+    output = tmp_path_factory.mktemp("mlm")
+    summary = pretrain_text_mlm.main([
+        str(description_subset.parent), "--output_dir", str(output), "--hidden_size", "16", "--num_hidden_layers", "1",
+        "--num_attention_heads", "2", "--intermediate_size", "32", "--max_length", "64", "--batch_size", "10",
+        "--max_train_steps", "60", "--learning_rate", "3e-3", "--mlm_probability", "0.3",
+    ])
+    return output, summary
+
+
+def test_mlm_pretraining_learns_and_saves_a_loadable_folder(pretrained_text_folder):
+    output, summary = pretrained_text_folder
+    assert summary["description_sources"] == ["human"] and summary["num_descriptions"] == 10
+    assert summary["mlm_loss_after"] < summary["mlm_loss_before"] - 0.5
+    assert (output / "model.safetensors").exists() and json.loads((output / "mlm_summary.json").read_text())["steps"] == 60
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    assert tokenizer.mask_token == "[MASK]" and tokenizer.tokenize("nanowires")  # no [UNK] for domain words
+    assert "[UNK]" not in tokenizer.tokenize(HAND_WRITTEN_DESCRIPTIONS["MEMS_devices_and_electrodes"])
+    assert AutoModelForMaskedLM.from_pretrained(output).config.hidden_size == 16
+
+
+def test_hnf_fine_tunes_the_pretrained_text_encoder(pretrained_text_folder, tmp_path):
+    text_folder, _ = pretrained_text_folder
+    local_copy = tmp_path / "text-encoder"
+    shutil.copytree(text_folder, local_copy)
+    config = narrow_config(text_config=None, text_model_name_or_path=str(local_copy), description_max_length=64)
+    assert config.text_config.hidden_size == 16 and config.text_config.vocab_size == len(AutoTokenizer.from_pretrained(local_copy))
+    torch.manual_seed(0)
+    model = HNFForImageClassification(config).eval()
+
+    pretrained = AutoModel.from_pretrained(local_copy).state_dict()
+    for name, tensor in model.hnf.text_encoder.language_model.state_dict().items():
+        assert torch.equal(tensor, pretrained[name]), name  # not re-initialised by post_init
+    tokenizer = AutoTokenizer.from_pretrained(local_copy)
+    expected = tokenizer(HAND_WRITTEN_DESCRIPTIONS["Biological"], padding="max_length", max_length=64, return_tensors="pt")
+    assert torch.equal(model.hnf.text_encoder.description_input_ids[0], expected["input_ids"][0])
+
+    folder = tmp_path / "hnf"
+    model.save_pretrained(folder)
+    shutil.rmtree(local_copy)  # the saved model must not need the text-encoder folder any more
+    pixels = torch.rand(2, 3, 224, 224) * 2 - 1
+    reloaded = AutoModelForImageClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
+
+
+def test_mlm_script_help_and_bad_input(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_text_mlm.main(["--help"])
+    assert exit_info.value.code == 0
+    assert len(capsys.readouterr().out.splitlines()) <= 45
+    with pytest.raises(FileNotFoundError, match="missing-descriptions"):
+        pretrain_text_mlm.main([str(tmp_path / "missing-descriptions"), "--output_dir", str(tmp_path / "out")])
