@@ -51,6 +51,7 @@ CACHE_NAME = "teacher_cache.sqlite"
 FAILURES_NAME = "failures.jsonl"
 RUNS_NAME = "teacher_runs.jsonl"
 LOCK_NAME = ".generate_qa.lock"
+WRITTEN_BY = "emvision datasets_scripts/generate_qa.py"  # the subsets' info.description: ours to replace
 CARD_BEGIN = "<!-- emvision generate_qa: begin -->"
 CARD_END = "<!-- emvision generate_qa: end -->"
 REQUIRED_IMAGE_COLUMNS = ("image", "image_id", "label", "fold")
@@ -349,6 +350,22 @@ def _empty(features):
     return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
+def written_by_generate_qa(subset_dir: Path) -> bool:
+    info = subset_dir / "dataset_info.json"
+    try:
+        return json.loads(info.read_text()).get("description") == WRITTEN_BY
+    except (OSError, ValueError):
+        return False
+
+
+def check_outputs_replaceable(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to replace a vqa / class_descriptions subset that another tool wrote (e.g. in-house QA from build_sem.py)."""
+    for name in ("vqa", "class_descriptions"):
+        subset = output_dir / name
+        if subset.exists() and not overwrite and not written_by_generate_qa(subset):
+            raise FileExistsError(f"{subset} exists and was not written by generate_qa.py; choose another --output, or pass --overwrite to replace it")
+
+
 def _replace_dir(new: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.old")
     if old.exists():
@@ -392,6 +409,7 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
     table = Dataset.from_list(descriptions, features=features) if descriptions else _empty(features)
     staging = output_dir / ".class_descriptions.partial"
     shutil.rmtree(staging, ignore_errors=True)
+    table.info.description = WRITTEN_BY
     table.save_to_disk(str(staging), num_shards=1)
     _replace_dir(staging, output_dir / "class_descriptions")
     counts["class_descriptions"] = len(table)
@@ -402,7 +420,9 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
     staging = output_dir / ".vqa.partial"
     shutil.rmtree(staging, ignore_errors=True)
     if not any(key in cached for image in plan.images for key in image.keys.values()):
-        _empty(features).save_to_disk(str(staging), num_shards=1)
+        table = _empty(features)
+        table.info.description = WRITTEN_BY
+        table.save_to_disk(str(staging), num_shards=1)
         counts["vqa"] = 0
     else:
         with tempfile.TemporaryDirectory(dir=output_dir, prefix=".vqa-build-") as build_dir:
@@ -413,6 +433,7 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
                 gen_kwargs={"dataset_dir": str(dataset_dir), "cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))},
                 fingerprint=uuid.uuid4().hex,
             )
+            table.info.description = WRITTEN_BY
             table.save_to_disk(str(staging))
             counts["vqa"] = len(table)
             del table
@@ -507,6 +528,7 @@ def generate_qa(
     cache_path: str | Path | None = None,
     progress: bool = True,
     handle_signals: bool = False,
+    overwrite: bool = False,
 ) -> GenerateResult:
     """Ask the teacher for every pair the cache lacks, then rebuild the subsets from the cache."""
     import openai
@@ -514,6 +536,7 @@ def generate_qa(
     if max_cost_usd is not None and pricing.is_free:
         raise ValueError("--max_cost_usd needs prices: give --price_per_1k_input and --price_per_1k_output")
     output_dir = Path(output_dir)
+    check_outputs_replaceable(output_dir, overwrite)
     cache_path = Path(cache_path) if cache_path else output_dir / CACHE_NAME
     policy = policy or RetryPolicy()
     images, names = load_images(dataset_dir)
@@ -602,6 +625,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_cost_usd", type=float, metavar="USD", help="stop before a request could take this run past it")
     p.add_argument("--dry_run", action="store_true", help="count and price what is left; send nothing")
     p.add_argument("--cache", metavar="PATH", help=f"cache file (default: DIR/{CACHE_NAME})")
+    p.add_argument("--overwrite", action="store_true", help="replace vqa/class_descriptions subsets another tool wrote in DIR")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -651,9 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_path=cache_path,
             progress=not args.no_progress,
             handle_signals=True,
+            overwrite=args.overwrite,
             **selection,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {redact(str(error), api_key)}", file=sys.stderr)
         return 2
     s = result.summary

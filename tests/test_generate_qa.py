@@ -260,6 +260,21 @@ def test_unreadable_image_is_reported_and_the_run_goes_on(dataset_dir, tmp_path)
     assert list(load_from_disk(str(tmp_path / "out" / "vqa"))["image_id"]) == [rows[0]["image_id"]] * 2
 
 
+def test_subsets_written_by_another_tool_are_not_replaced_unless_asked(dataset_dir, tmp_path, capsys, monkeypatch):
+    output = tmp_path / "out"
+    in_house = Dataset.from_list([{"image_id": "x", "image": None, "label": 0, "question_id": 0, "question": "q?", "caption": "", "answer": "in-house answer",
+                                   "teacher": "in-house", "prompt_version": "", "fold": 0}], features=vqa_features())  # fmt: skip
+    in_house.save_to_disk(str(output / "vqa"))
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        args = [str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--question_ids", "1", "--descriptions_per_class", "0", "--no_progress"]
+        assert gq.main(args) == 2 and server.total("requests") == 0
+        assert f"{output / 'vqa'} exists and was not written by generate_qa.py" in capsys.readouterr().err
+        assert list(load_from_disk(str(output / "vqa"))["answer"]) == ["in-house answer"]
+        assert gq.main([*args, "--overwrite"]) == 0 and len(load_from_disk(str(output / "vqa"))) == 4
+        assert gq.main(args) == 0 and server.total("requests") == 4  # its own subsets are replaced without asking
+
+
 def test_no_caption_is_label_free(dataset_dir, tmp_path):
     seen = []
     with FakeOpenAIServer(api_key=SECRET, schedule=lambda pair, attempt, text: seen.append(text)) as server:
