@@ -22,7 +22,7 @@ import PIL.Image
 import PIL.ImageOps
 from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_transforms import get_resize_output_image_size, get_size_with_aspect_ratio
+from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType, is_torch_tensor
@@ -657,10 +657,10 @@ class MicrographImageProcessor(BaseImageProcessor):
             return size.height, size.width
         if size.shortest_edge and size.longest_edge:
             return get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
-        if size.shortest_edge:
-            return get_resize_output_image_size(
-                array, size=size.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.LAST
-            )
+        if size.shortest_edge:  # as transformers: the long side floored
+            short, long = sorted((height, width))
+            new_long = int(size.shortest_edge * long / short)
+            return (size.shortest_edge, new_long) if height <= width else (new_long, size.shortest_edge)
         raise ValueError(f"size must have 'height' and 'width' or 'shortest_edge' (and 'longest_edge'), got {dict(size)}")
 
     def _preprocess(
