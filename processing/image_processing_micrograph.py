@@ -14,7 +14,7 @@ only numpy, PIL, torch and transformers.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -290,9 +290,10 @@ def micrograph_to_array(image: Any, *, grayscale: bool = False) -> np.ndarray:
 # 3. the band is a bar when it is tall enough, averages >= 50% of B, holds high-contrast marks
 #    (text, scale bar: >= 0.2% of its pixels 64+ levels from B) without being mostly marks,
 #    shows B in every eighth of its width, B is near black/white or rendered flat, and the rows
-#    just above it are not B (by level or, for a bar as grey as the micrograph, by flatness);
-# 4. the top-most bar wins; its first row then moves up over a rendered frame line and the one
-#    blended row that down-scaling leaves at the edge.
+#    just above it are not B (by level, by flatness for a bar as grey as the micrograph, or by a
+#    rendered frame line);
+# 4. the top-most bar wins; its first row then moves up over text rows that a down-scaled bar
+#    may start with, a rendered frame line, and the one blended row at the edge.
 #
 # The cost is one bincount over the bottom ~40% of the rows and at most 512 sampled columns.
 
@@ -377,14 +378,15 @@ def _is_info_bar(
     background: int,
     context: int,
 ) -> bool:
-    # sharp edge: the rows just above (one blended row skipped) are not this background
-    above = slice(max(start - 1 - context, 0), start - 1)
+    # sharp edge: the rows just above (one blended row skipped) are not this background. They are
+    # compared with the band's top rows, not its mean, so that a band starting inside a micrograph
+    # of the bar's grey level and running into the bar below is rejected.
     if start - 1 - context < 0:
         return False
-    top = slice(start, min(start + context, stop))  # compared with the band's top, not its mean:
-    differs_in_level = level[above].mean() < _ROW_FRACTION and (  # a band must not start inside
-        level[above].mean() <= level[top].mean() - _EDGE_CONTRAST  # the micrograph and run into
-    )  # the bar below
+    above, top = slice(start - 1 - context, start - 1), slice(start, min(start + context, stop))
+    differs_in_level = level[above].mean() < _ROW_FRACTION and (
+        level[above].mean() <= level[top].mean() - _EDGE_CONTRAST
+    )
     differs_in_flatness = clean[above].mean() < _ROW_FRACTION and (
         clean[above].mean() <= clean[top].mean() - _EDGE_CONTRAST
     )
