@@ -14,7 +14,8 @@ Answers go to a durable cache (``DIR/teacher_cache.sqlite``) as they arrive; kil
 moment and run the same command again to go on. ``--dry_run`` counts what is left and prices it
 without sending anything. The subsets are rebuilt from the cache at the end of every run, in
 (image_id, question_id) order; pairs that failed are listed in ``DIR/failures.jsonl`` and retried
-by the next run. The API key is read from the environment and never written anywhere.
+by the next run. Subsets in DIR that another tool wrote (in-house QA from build_sem.py) are never
+replaced without ``--overwrite``. The API key is read from the environment and never written anywhere.
 """
 
 from __future__ import annotations

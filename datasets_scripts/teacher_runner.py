@@ -117,12 +117,17 @@ async def run_jobs(
             failures_file.flush()
 
     async def produce() -> None:
-        for job in jobs:
-            if stop_new.is_set():
-                break
-            await queue.put(job)
-        for _ in range(concurrency):
-            await queue.put(None)
+        try:
+            for job in jobs:
+                if stop_new.is_set():
+                    break
+                await queue.put(job)
+        except Exception:  # e.g. the dataset cannot be read: the workers finish what they hold, then stop
+            stop("error", hard=True)
+            raise
+        finally:
+            for _ in range(concurrency):
+                await queue.put(None)
 
     async def work() -> None:
         while (job := await queue.get()) is not None:
@@ -187,8 +192,11 @@ async def run_jobs(
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
 
+    signals_received = []
+
     def on_signal() -> None:
-        if stop_new.is_set():
+        signals_received.append(time.monotonic())
+        if len(signals_received) > 1:
             stop("interrupted twice: requests in flight abandoned", hard=True)
             for task in workers:
                 task.cancel()
@@ -209,7 +217,9 @@ async def run_jobs(
         loop.add_signal_handler(signum, on_signal)
     try:
         results = await asyncio.gather(*workers, return_exceptions=True)
-        producer.cancel()
+        if not producer.done():
+            producer.cancel()
+        results += await asyncio.gather(producer, return_exceptions=True)
         for outcome in results:
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 raise outcome

@@ -180,6 +180,30 @@ def test_sigterm_finishes_requests_in_flight_then_writes_what_it_has(dataset_dir
         assert gq.main(args) == 0 and max(server.paid.values()) == 1 and len(load_from_disk(str(output / "vqa"))) == 40
 
 
+def test_a_failing_job_source_stops_the_run_with_its_error_not_a_hang(tmp_path):
+    import openai
+
+    from emvision.datasets_scripts.teacher_cost import CostCeiling
+    from emvision.datasets_scripts.teacher_runner import TeacherJob, run_jobs
+
+    def jobs():
+        for n in range(3):
+            yield TeacherJob(f"key{n}", "class_description", None, 0, "Fibres", {"model": MODEL, "messages": [{"role": "user", "content": f"describe {n}"}]}, 10)
+        raise OSError("images subset unreadable at row 3")
+
+    async def go(server):
+        client = openai.AsyncOpenAI(api_key=SECRET, base_url=server.base_url, max_retries=0)
+        with TeacherCache(tmp_path / "c.sqlite") as cache:
+            run = run_jobs(jobs(), total=10, client=client, cache=cache, model_for_kind={"class_description": MODEL}, policy=RetryPolicy(**FAST),
+                           limiter=RateLimiter(), ceiling=CostCeiling(None, Pricing()), max_output_tokens=100, concurrency=2, progress=False)  # fmt: skip
+            await asyncio.wait_for(run, timeout=30)
+
+    with FakeOpenAIServer(api_key=SECRET) as server, pytest.raises(OSError, match="row 3"):
+        asyncio.run(go(server))
+    with TeacherCache(tmp_path / "c.sqlite", readonly=True) as cache:
+        assert len(cache) == server.total("paid") <= 3  # what was answered before the error is kept
+
+
 async def _five_starts(limiter):
     started = time.monotonic()
     for _ in range(5):
