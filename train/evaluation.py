@@ -72,7 +72,7 @@ def _scores(accelerator, rows, collate, score_fn, batch_size: int, desc: str) ->
     loader = accelerator.prepare(DataLoader(rows, batch_size=batch_size, collate_fn=collate))
     all_scores, all_labels = [], []
     for pixel_values, labels in _progress(accelerator, loader, desc):
-        scores = score_fn(pixel_values)
+        scores = score_fn(pixel_values, labels)
         scores, labels = accelerator.gather_for_metrics((scores, labels))
         all_scores.append(scores.float().cpu())
         all_labels.append(labels.cpu())
@@ -98,7 +98,7 @@ def evaluate_zero_shot(accelerator, model, processor, source, args, *, output_di
     model.eval()
     scores, labels = _scores(
         accelerator, test_images, _image_collate(processor.image_processor),
-        lambda pixel_values: model.classify(pixel_values, processor, candidates=candidates),
+        lambda pixel_values, _labels: model.classify(pixel_values, processor, candidates=candidates),
         args.per_device_eval_batch_size, "zero-shot",
     )
     report = classification_report(scores, labels, class_names, label_conditioned=False,
@@ -113,7 +113,8 @@ def evaluate_classifier(accelerator, model, image_processor, test_images, class_
     model.eval()
     scores, labels = _scores(
         accelerator, test_images, _image_collate(image_processor),
-        lambda pixel_values: model(pixel_values=pixel_values).logits,
+        # labels reach the model only under the paper's label-conditioned protocol (then marked)
+        lambda pixel_values, labels: model(pixel_values=pixel_values, labels=labels if label_conditioned else None).logits,
         batch_size, "evaluating",
     )
     report = classification_report(scores, labels, class_names, label_conditioned=label_conditioned, metadata=metadata)

@@ -1,0 +1,239 @@
+#!/usr/bin/env python
+"""Train HNF to classify micrographs with Accelerate; optionally evaluate MVaEMa's zero-shot classification.
+
+    accelerate launch train/classify.py                       # embedded synthetic set, a few minutes on a CPU
+    accelerate launch train/classify.py --dataset data/sem --fold 2 --num_folds 10
+    accelerate launch train/classify.py --dataset data/sem --text_model_name_or_path outputs/text_mlm
+    accelerate launch train/classify.py --mvaema_model outputs/vqa    # also MVaEMa zero-shot, same test fold
+
+The image attends over the descriptions of every class (stored with the model), so predictions
+need pixels only. --paper_protocol feeds each image its true class's descriptions instead (the
+paper's label-conditioned protocol): its metrics are marked label-conditioned everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/classify.py`
+    sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+
+from emvision.train.data import add_data_args, resolve_dataset, split_by_fold  # noqa: E402
+from emvision.train.engine import EpochShuffleSampler, TrainingLoop, add_training_args, default_output_dir, make_accelerator  # noqa: E402
+from emvision.train.evaluation import evaluate_classifier, evaluate_zero_shot  # noqa: E402
+from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
+from emvision.train.model_card import DataProvenance, build_model_card  # noqa: E402
+from emvision.train.publish import (  # noqa: E402
+    add_hub_args,
+    apply_config_overrides,
+    check_hub_args,
+    maybe_push,
+    parse_config_overrides,
+    save_model_folder,
+)
+
+QUICK_START_STEPS = 300
+DEFAULT_SYNTHETIC_IMAGES = 1000
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train HNF on micrograph classes (paper protocol: Adam 1e-3, batch 48, <=50 epochs, "
+        "LR halved after 5 stagnant epochs, early stopping).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", type=str, default=None, help="a trained HNF folder or Hub id to start from")
+    model.add_argument("--text_model_name_or_path", type=str, default=None, help="pre-trained text encoder (e.g. from train/pretrain_text_mlm.py)")
+    model.add_argument("--config_overrides", type=str, default=None, help="e.g. 'fusion=concat,multi_scale=false'")
+    model.add_argument("--paper_protocol", action="store_true", help="label-conditioned text side (the paper's audit protocol; metrics marked)")
+    model.add_argument("--mvaema_model", type=str, default=None, help="also evaluate this MVaEMa folder's zero-shot classification on the test fold")
+    add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
+    add_training_args(parser)
+    add_lora_args(parser)
+    add_hub_args(parser)
+    args = parser.parse_args(argv)
+    check_hub_args(args)
+    if args.output_dir is None:
+        args.output_dir = default_output_dir("classify")
+    args.quick_start = args.dataset is None and args.max_train_steps is None
+    if args.quick_start:
+        args.max_train_steps = QUICK_START_STEPS
+    elif args.max_train_steps == 0:
+        args.max_train_steps = None
+    return args
+
+
+def class_descriptions_from(source, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
+    """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source."""
+    table = source.load("class_descriptions", required=False)
+    if table is None or len(table) == 0:
+        return None, None
+    names = table.features["label"].names
+    by_class: dict[str, list[str]] = {name: [] for name in class_names}
+    sources = Counter()
+    for row in table:
+        name = names[row["label"]]
+        if name in by_class:
+            by_class[name].append(row["description"])
+            sources[row["source"]] += 1
+    missing = [name for name, texts in by_class.items() if not texts]
+    if missing:
+        raise ValueError(f"{source.name}: class_descriptions has no description for {missing}")
+    # the model stores the same number of descriptions per class
+    per_class = min(len(texts) for texts in by_class.values())
+    return {name: texts[:per_class] for name, texts in by_class.items()}, ", ".join(sorted(sources))
+
+
+def build_model(args, class_names: list[str], descriptions, descriptions_source):
+    from emvision.modeling import HNFConfig, HNFForImageClassification
+    from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+
+    if args.model_name_or_path:
+        from transformers import AutoImageProcessor
+
+        model = HNFForImageClassification.from_pretrained(args.model_name_or_path)
+        return model, AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    config = HNFConfig(
+        id2label=dict(enumerate(class_names)),
+        label2id={name: i for i, name in enumerate(class_names)},
+        class_descriptions=descriptions,
+        class_descriptions_source=descriptions_source,
+        text_model_name_or_path=args.text_model_name_or_path,
+        text_conditioning="paper_label_conditioned" if args.paper_protocol else "all_classes",
+    )
+    apply_config_overrides(config, parse_config_overrides(args.config_overrides))
+    return HNFForImageClassification(config), MicrographImageProcessor()
+
+
+class ImageCollator:
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, rows: list[dict]) -> dict:
+        pixel_values = self.image_processor([row["image"] for row in rows], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.tensor([row["label"] for row in rows])}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    accelerator = make_accelerator(args)
+    accelerator.print(f"HNF training on {accelerator.num_processes} process(es), device {accelerator.device}")
+    if args.quick_start:
+        accelerator.print(f"Embedded synthetic set, quick-start budget of {QUICK_START_STEPS} optimizer steps (--max_train_steps 0 lifts it)")
+    started = time.time()
+    source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
+    images = source.load("images")
+    class_names = images.features["label"].names
+    train_split, val_split, test_split = split_by_fold(images, args)
+    accelerator.print(f"{source.name}: {len(train_split)} train / {len(val_split)} validation / {len(test_split)} test images (fold {args.fold} of {args.num_folds})")
+
+    descriptions, descriptions_source = class_descriptions_from(source, class_names)
+    model, image_processor = build_model(args, class_names, descriptions, descriptions_source)
+    label_conditioned = bool(getattr(model, "label_conditioned", False))
+    if args.lora:
+        model = apply_lora(model, args, log=accelerator.print)
+    total = sum(p.numel() for p in model.parameters())
+    accelerator.print(f"parameters: {total:,}")
+
+    sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
+    collate = ImageCollator(image_processor)
+    train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
+                              num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
+    val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
+    optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.learning_rate, weight_decay=args.weight_decay)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("emvision-classify", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    loop = TrainingLoop(accelerator, args, model, optimizer, train_loader, val_loader, sampler)
+    state = loop.fit()
+
+    results = evaluate_classifier(
+        accelerator, model, image_processor, test_split, class_names, output_dir=Path(args.output_dir) / "classification",
+        batch_size=args.per_device_eval_batch_size, label_conditioned=label_conditioned,
+        metadata={"model": "HNF", "dataset": source.name, "synthetic_data": source.synthetic},
+    )
+    metrics = {
+        "label_conditioned": label_conditioned,
+        "synthetic_data": source.synthetic,
+        "protocol": f"fold {args.fold} of {args.num_folds} (test fold {args.fold}, validation fold {(args.fold + 1) % args.num_folds}); "
+        + ("paper protocol: each image's text side held its TRUE class's descriptions" if label_conditioned
+           else "label-free: every image attends over the descriptions of all classes"),
+        "dataset": source.name,
+        "class_descriptions_source": descriptions_source or "class names only",
+        **results,
+        "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
+        "epochs": state.epoch,
+        "optimizer_steps": state.global_step,
+        "train_seconds": round(time.time() - started, 1),
+        "parameters": total,
+        "history": state.history,
+    }
+    if args.mvaema_model:
+        metrics["mvaema_zero_shot"] = evaluate_mvaema(accelerator, args, source)
+
+    provenance = DataProvenance.from_rows(
+        source.name,
+        image_sources=["synthetic" if source.synthetic else "real"] * len(train_split),
+        description_sources=[descriptions_source] * sum(len(v) for v in descriptions.values()) if descriptions else (),
+    )
+    card = build_model_card(
+        "hnf",
+        repo_id=args.hub_model_id or Path(args.output_dir).name,
+        provenance=provenance,
+        training_procedure=training_procedure_text(args, state, accelerator.num_processes),
+        results={k: results[k] for k in ("top1", "top5", "macro_f1")},
+        label_conditioned=label_conditioned,
+        protocol_note=metrics["protocol"],
+        base_model=args.model_name_or_path,
+    )
+    output_dir = save_model_folder(accelerator, model, image_processor, args.output_dir, card=card, metrics=metrics,
+                                   lora_args=args if args.lora else None)
+    accelerator.end_training()
+    accelerator.print(
+        f"Done in {metrics['train_seconds']:.0f} s: top1={results['top1']:.4f} top5={results['top5']:.4f} macro_f1={results['macro_f1']:.4f} "
+        f"({'synthetic data, ' if source.synthetic else ''}{'LABEL-CONDITIONED' if label_conditioned else 'label-free'}) -> {output_dir}"
+    )
+    maybe_push(accelerator, args, output_dir)
+    return metrics
+
+
+def evaluate_mvaema(accelerator, args, source) -> dict:
+    from transformers import AutoProcessor
+
+    from emvision.modeling import MVaEMaForQuestionAnswering
+
+    model = MVaEMaForQuestionAnswering.from_pretrained(args.mvaema_model).to(accelerator.device)
+    processor = AutoProcessor.from_pretrained(args.mvaema_model)
+    result = evaluate_zero_shot(accelerator, model, processor, source, args, output_dir=Path(args.output_dir) / "mvaema_zero_shot")
+    accelerator.print(f"MVaEMa zero-shot ({args.mvaema_model}): top1={result['top1']:.4f} top5={result['top5']:.4f} macro_f1={result['macro_f1']:.4f}")
+    return result
+
+
+def training_procedure_text(args, state, num_processes: int) -> str:
+    lines = [
+        f"- Optimizer: Adam, learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x {num_processes} process(es)",
+        f"- Schedule: learning rate x{args.lr_factor} after {args.lr_patience} stagnant epochs; early stopping after "
+        f"{args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
+        + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
+        f"- Ran {state.epoch} epoch(s), {state.global_step} optimizer steps; best validation weights restored",
+        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
+    ]
+    if args.text_model_name_or_path:
+        lines.append(f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF")
+    if args.lora:
+        lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
