@@ -350,7 +350,10 @@ def _family_4(md, rng):
         parts.append(rng.choice((f"The surface has a fine texture with an RMS roughness of about {format_length(s['roughness_nm'])}.",
                                  f"The surface is finely textured (roughness about {format_length(s['roughness_nm'])} RMS).")))
     elif category in ("Particles", "Nanowires", "Tips", "MEMS_devices_and_electrodes", "Patterned_surface"):
-        parts.append(rng.choice(("The surfaces look smooth, with crisp edges.", "Surfaces are smooth and featureless apart from the edges.")))
+        first = rng.choice(("The surfaces look smooth, with crisp edges", "Surfaces are smooth and featureless apart from the edges"))
+        if "substrate_roughness_nm" in s and category != "Tips":
+            first += f"; the substrate has a fine texture of about {format_length(s['substrate_roughness_nm'])} RMS roughness"
+        parts.append(first + ".")
     elif category == "Powder":
         parts.append("The surface is rough and granular, made up of many small grains.")
     elif category == "Fibres":

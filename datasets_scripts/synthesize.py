@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -168,16 +167,11 @@ def _vqa_rows(records: Sequence[dict], folds: Sequence[int]) -> Iterator[dict]:
             }
 
 
-# Subsets smaller than this are assembled in memory and written once; larger ones are streamed to
-# an Arrow file first (written twice, but memory stays flat). The vqa subset repeats each image ten times.
-_IN_MEMORY_BYTES = 1536 * 1024**2
-
-
-def _dataset(rows, features, fingerprint: str, cache_dir: Path, estimated_bytes: int):
+def _streamed_dataset(rows: Iterator[dict], features, fingerprint: str, cache_dir: Path):
+    """Rows streamed to an Arrow file in ``cache_dir``: memory stays flat although the vqa subset
+    repeats every image ten times (``save_to_disk`` then copies the file into place)."""
     import datasets
 
-    if estimated_bytes <= _IN_MEMORY_BYTES:
-        return datasets.Dataset.from_list(list(rows), features=features)
     return datasets.Dataset.from_generator(lambda: rows, features=features, cache_dir=str(cache_dir), fingerprint=fingerprint)
 
 
@@ -189,6 +183,14 @@ def class_description_rows(per_class: int = DEFAULT_DESCRIPTIONS_PER_CLASS, seed
 
         rows += human_class_description_rows()
     return sorted(rows, key=lambda row: (row["label"], row["source"] != ORACLE_TEACHER))
+
+
+def class_description_texts(per_class: int = DEFAULT_DESCRIPTIONS_PER_CLASS, seed: int = 0, include_human: bool = True) -> dict[str, list[str]]:
+    """The same class descriptions as plain texts per category name (e.g. for HNF's text branch)."""
+    texts: dict[str, list[str]] = {name: [] for name in SEM_CATEGORIES}
+    for row in class_description_rows(per_class, seed, include_human):
+        texts[row["name"]].append(row["description"])
+    return texts
 
 
 def _options(num_images: int, seed: int, num_folds: int, short_side: int, render_scale: int, descriptions_per_class: int, human_descriptions: bool) -> dict:
@@ -263,16 +265,13 @@ def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale,
     datasets.disable_progress_bars()
     try:
         cache = staging / ".build-cache"
-        image_bytes = sum(len(record["png"]) for record in records)
-        for name, rows, features, estimated_bytes in (
-            ("images", _image_rows(records, folds), images_features(), image_bytes),
-            ("vqa", _vqa_rows(records, folds), vqa_features(), image_bytes * len(PROMPT_FAMILIES)),
-            ("class_descriptions", descriptions, class_descriptions_features(), 0),
-        ):
-            dataset = _dataset(rows, features, f"{key}-{name}", cache, estimated_bytes)
+        for name, rows in (("images", _image_rows(records, folds)), ("vqa", _vqa_rows(records, folds))):
+            features = images_features() if name == "images" else vqa_features()
+            dataset = _streamed_dataset(rows, features, f"{key}-{name}", cache)
             dataset.save_to_disk(str(staging / name))
             del dataset
         shutil.rmtree(cache, ignore_errors=True)
+        datasets.Dataset.from_list(descriptions, features=class_descriptions_features()).save_to_disk(str(staging / "class_descriptions"))
     finally:
         if bars_were_enabled:
             datasets.enable_progress_bars()

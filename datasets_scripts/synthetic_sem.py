@@ -8,19 +8,24 @@ parameters that drew them (see ``oracle_teacher.py``).
 
 How one image is made (``generate_micrograph``):
 
-1. Scene. A class renderer draws, at the "microscope" size (``render_scale`` x the stored size),
-   a height map (in render pixels) and a material map (secondary-electron yield of each phase),
-   and returns what it drew as measurements: sizes in nm, counts, arrangement, coverage, ...
+1. Scene. A class renderer draws the sample as a height map and a material map (the
+   secondary-electron yield of each phase) and returns what it drew as measurements: sizes in nm,
+   counts, arrangement, coverage, aggregation, ... Vector shapes (particles, wires, pores, device
+   layouts, info-bar text) are drawn at the "microscope" size, ``render_scale`` x the stored size
+   (682x512 for the default 341x256), and box-filtered down, which anti-aliases every edge; smooth
+   fields (grains, sponges, weaves, lattices, tips) are computed directly on the stored-size grid.
    Sizes are fractions of the horizontal field width (HFW), so a scene is the same physical scene
    at any resolution; the magnification sets the HFW and hence every length in nm.
-2. Detector. The signal is material x (topographic yield ~ 1/cos(slope), saturating) plus an edge
-   effect that grows with the beam energy (convex rims bright, recesses dark), plus directional
-   shading for side-mounted Everhart-Thornley detectors; backscatter detectors favour material
-   contrast over topography.
-3. Acquisition. The frame is box-downsampled to the stored size (256 px short side, 4:3), then
-   gets Poisson-like shot noise, scan-line jitter and, for insulating samples, charging streaks.
+2. Detector (on the stored grid). The signal is material x (topographic yield ~ 1/cos(slope),
+   saturating) plus an edge effect that widens with the beam energy (convex rims bright, recesses
+   dark), plus directional shading for side-mounted Everhart-Thornley detectors; backscatter
+   detectors favour material contrast over topography.
+3. Acquisition. Brightness/contrast/gamma, optional defocus, Poisson-like shot noise, scan-line
+   jitter and, for insulating samples, charging streaks; stored as 8-bit grayscale, 4:3, 256 px
+   short side by default.
 4. Information bar. Drawn at the microscope size (scale bar whose length matches the
-   magnification, EHT/HV, WD, magnification, detector), downsampled and burned into the bottom rows.
+   magnification, EHT/HV, WD, magnification, detector), box-filtered down and burned into the
+   bottom rows; ``metadata["info_bar"]["top_row"]`` is its first row.
 
 Every random choice comes from one ``numpy`` generator seeded by ``(seed, index)``, so an image
 depends only on its index and the seed: not on how many images are made or how many processes
@@ -32,7 +37,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -159,7 +164,7 @@ def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
     factor = sigma / 1.1
     small = _resize(array, max(2, int(round(width / factor))), max(2, int(round(height / factor))), Image.BOX)
     small = _blur(small, 1.0)
-    return _resize(small, width, height, Image.BICUBIC)
+    return _resize(small, width, height, Image.BILINEAR)
 
 
 def _gradient(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +272,7 @@ class _Scene:
         self._grid_current = True
         self._layers: tuple[Image.Image, Image.Image] | None = None
         self._draws: tuple[ImageDraw.ImageDraw, ImageDraw.ImageDraw] | None = None
+        self.substrate_roughness_nm: float | None = None
 
     # --- vector drawing at render size ---
     def _drawing(self) -> tuple[ImageDraw.ImageDraw, ImageDraw.ImageDraw]:
@@ -329,6 +335,7 @@ class _Scene:
         """A flat substrate with fine random relief (RMS height ``roughness`` grid px)."""
         relief = roughness * _smooth_noise(self.rng, self.gw, self.gh, correlation, octaves=2)
         self.set_arrays(relief, np.full((self.gh, self.gw), material, dtype=np.float32))
+        self.substrate_roughness_nm = self.gnm(roughness)
 
     def add_debris(self, count: int, size_px: float, z: float = 0.0) -> int:
         """Small foreign particles (dust, contamination); returns how many landed in view."""
@@ -614,7 +621,7 @@ def _render_nanowires(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         projected = lengths * math.sin(math.radians(tilt))
         dirs = main + rng.normal(0, spread, n)
         tips_x, tips_y = bx + projected * np.sin(dirs), by - projected * np.cos(dirs)
-        h, m = scene.h, scene.m
+        m = scene.m
         for i in range(n):
             z_base = by[i] / H * 4
             for s in range(3):  # rising towards the tip, brighter towards the tip
@@ -727,7 +734,7 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     else:
         n = int(rng.integers(12, 60)) if variant == "nonwoven" else int(rng.integers(10, 40))
         diam = np.clip(rng.lognormal(np.log(diameter), cv, n), 2.0, None)
-        kappa = rng.uniform(0.004, 0.03) if variant == "nonwoven" else rng.uniform(0.001, 0.006)  # rad per px
+        kappa = rng.uniform(0.002, 0.012) if variant == "nonwoven" else rng.uniform(0.0005, 0.003)  # rad per px
         main = rng.uniform(0, math.pi)
         mids, paths = [], []
         reach = math.hypot(W, H)
@@ -736,8 +743,9 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
             heading = rng.uniform(0, 2 * math.pi) if variant == "nonwoven" else main + rng.normal(0, 0.15) + math.pi * (rng.random() < 0.5)
             cx, cy = rng.uniform(0, W), rng.uniform(0, H)
             start = (cx - 0.5 * reach * math.cos(heading), cy - 0.5 * reach * math.sin(heading))
-            step = max(6.0, diam[i])
-            pts = _random_walk(rng, start, heading, step=step, steps=int(reach / step) + 1, curvature=kappa * step)
+            step = max(4.0, 0.5 * diam[i])
+            # thick fibres are stiffer: they bend less per unit length
+            pts = _random_walk(rng, start, heading, step=step, steps=int(reach / step) + 1, curvature=kappa * step * min(1.0, 6.0 / diam[i]))
             z0 = 2.0 * diameter * i / n
             _draw_wire(scene, pts, diam[i], z0, fibre_m * rng.uniform(0.9, 1.1))
             mids.append(cy)
@@ -752,7 +760,7 @@ def _render_fibres(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         n_visible = int(vis.sum())
         aggregation = round(float(_path_contacts(paths, float(np.median(diam)))[vis].mean()), 3) if vis.any() else 0.0
         arrangement = "random nonwoven mat" if variant == "nonwoven" else "aligned"
-        curvature = "nearly straight" if variant == "aligned" else ("gently curved" if kappa < 0.012 else "strongly curved and entangled")
+        curvature = "nearly straight" if variant == "aligned" else ("gently curved" if kappa < 0.006 else "strongly curved and entangled")
         if variant == "aligned":
             extra["orientation_deg"] = round(math.degrees(main) % 180, 1)
         if beads:
@@ -1179,8 +1187,7 @@ def _render_tips(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         extra["cantilever"] = True
     else:
         profile = np.sqrt(np.clip(np.minimum(radius, cap) ** 2 - d**2, 0, None))
-        striation = 1 + 0.03 * _smooth_noise(rng, gw, scene.gh, 6)
-        height = height + soft * profile * striation
+        height = height + soft * (profile + 0.3 * _smooth_noise(rng, gw, scene.gh, 3))  # slight surface roughness
         material = material + soft * (tip_m - material)
     scene.set_arrays(height, material)
     visible = inside[: scene.visible_rows]
@@ -1457,6 +1464,21 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, fill: int) -> None:
+    """``draw.text`` that also writes "µ", which the built-in font lacks: a "u" with a descending tail."""
+    x, y = xy
+    for k, part in enumerate(text.split("µ")):
+        if k:
+            left, top, right, bottom = font.getbbox("u")
+            stem = max(1, round((right - left) / 5))
+            draw.text((x, y), "u", fill=fill, font=font)
+            draw.line((x + left + stem / 2, y + top, x + left + stem / 2, y + bottom + 0.4 * (bottom - top)), fill=fill, width=stem)
+            x += font.getlength("u")
+        if part:
+            draw.text((x, y), part, fill=fill, font=font)
+            x += font.getlength(part)
+
+
 def _draw_info_bar(width: int, height: int, imaging: dict, nm_per_px: float, style: str, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     """The data bar a microscope burns into the bottom of the frame, at render size."""
     background, ink = (int(rng.integers(0, 25)), int(rng.integers(225, 256))) if style == "dark" else (int(rng.integers(230, 256)), int(rng.integers(0, 30)))
@@ -1475,7 +1497,7 @@ def _draw_info_bar(width: int, height: int, imaging: dict, nm_per_px: float, sty
         draw.rectangle((0, 0, width - 1, height - 1), outline=ink, width=line_w)
     if vendor == "zeiss":
         x0, y_bar = pad * 2, int(height * 0.7)
-        draw.text((x0, pad), label, fill=ink, font=font)
+        _draw_text(draw, (x0, pad), label, font, ink)
         draw.line((x0, y_bar, x0 + bar_px, y_bar), fill=ink, width=line_w)
         for x in (x0, x0 + bar_px):
             draw.line((x, y_bar - height * 0.12, x, y_bar + height * 0.12), fill=ink, width=line_w)
@@ -1486,8 +1508,8 @@ def _draw_info_bar(width: int, height: int, imaging: dict, nm_per_px: float, sty
         )
         for k, (top, bottom) in enumerate(columns):
             x = int(width * (0.3 + 0.22 * k))
-            draw.text((x, pad), top, fill=ink, font=font)
-            draw.text((x, height // 2 + pad // 2), bottom, fill=ink, font=font)
+            _draw_text(draw, (x, pad), top, font, ink)
+            _draw_text(draw, (x, height // 2 + pad // 2), bottom, font, ink)
         logo = (width - height - pad, pad, width - 2 * pad, height - pad)
         draw.rectangle(logo, fill=ink)
         for k in range(3):
@@ -1496,15 +1518,18 @@ def _draw_info_bar(width: int, height: int, imaging: dict, nm_per_px: float, sty
     else:
         cells = (f"HV {kv:.2f} kV", f"mag {mag_label}", f"WD {imaging['working_distance_mm']:.1f} mm",
                  f"det {imaging['detector']}", f"HFW {format_length(imaging['hfw_nm'])}", f"tilt {imaging['tilt_deg']:.0f} °")
-        cell_w = width * 0.72 / len(cells)
-        for k, text in enumerate(cells):
-            x = pad + k * cell_w
-            draw.text((x + pad, height * 0.3), text, fill=ink, font=font)
-            draw.line((x + cell_w - pad, pad, x + cell_w - pad, height - pad), fill=ink, width=line_w)
         x1 = width - 3 * pad
         x0 = x1 - bar_px
+        x = 2 * pad
+        for text in cells:  # fields separated by rules, as long as they fit left of the scale bar
+            advance = font.getlength(text) + 4 * pad
+            if x + advance > x0 - 2 * pad:
+                break
+            _draw_text(draw, (x, height * 0.3), text, font, ink)
+            draw.line((x + advance - 2 * pad, pad, x + advance - 2 * pad, height - pad), fill=ink, width=line_w)
+            x += advance
         draw.rectangle((x0, height * 0.25, x1, height * 0.25 + 2 * line_w), fill=ink)
-        draw.text((x0, height * 0.45), label, fill=ink, font=font)
+        _draw_text(draw, (x0, height * 0.45), label, font, ink)
     return bar, {"scale_bar_nm": length_nm, "scale_bar_label": label, "magnification_label": mag_label, "scale_bar_render_px": round(bar_px, 1)}
 
 
@@ -1577,6 +1602,8 @@ def generate_micrograph(index: int, seed: int = 0, *, category: str | None = Non
 
     scene = _Scene(width, height, render_scale, bar_top, nm_per_px, rng)
     structure = _RENDERERS[category](scene, variant, spec)
+    if scene.substrate_roughness_nm is not None:
+        structure.setdefault("substrate_roughness_nm", scene.substrate_roughness_nm)
     imaging["tilt_deg"] = float(structure.get("tilt_deg", 0.0))
     height_map, material_map = scene.arrays()
     signal = _detector_signal(height_map, material_map, imaging, nm_per_px)
