@@ -148,6 +148,23 @@ def test_graph_block_mixes_only_within_an_image():
     assert (nodes.grad[0].abs().sum(-1) > 0).all()  # K=3 reaches every patch through the virtual node
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_sparse_chebyshev_convolution_equals_torch_geometric_chebconv(order):
+    from torch_geometric.nn import ChebConv
+
+    from emvision.modeling.hnf_graph import HNFChebConv
+
+    torch.manual_seed(0)
+    graph = build_vision_graph(torch.randn(3, 16, 8), 5)
+    reference = ChebConv(8, 8, K=order, normalization="sym")
+    fast = HNFChebConv(8, 8, K=order, normalization="sym")
+    fast.load_state_dict(reference.state_dict())
+    x = torch.randn(graph.num_nodes, 8, requires_grad=True)
+    expected, actual = reference(x, graph.edge_index, lambda_max=2.0), fast(x, graph.edge_index, lambda_max=2.0)
+    torch.testing.assert_close(actual, expected)
+    torch.testing.assert_close(torch.autograd.grad(actual.square().sum(), x)[0], torch.autograd.grad(expected.square().sum(), x)[0])
+
+
 @pytest.mark.parametrize("method,adjoint", [("rk4", False), ("dopri5", True)])
 def test_ode_solvers_train_both_vector_fields(method, adjoint):
     torch.manual_seed(0)
@@ -178,6 +195,20 @@ def test_ode_directions_match_separate_solves():
     torch.testing.assert_close(forward_end, expected_forward, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(backward_end, expected_backward, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(forward_end, backward_end, atol=1e-3)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = HNFForImageClassification(tiny_config(use_text_branch=False))
+    pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 3])
+    model(pixel_values=pixels, labels=labels).loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.hnf.image_encoder.layers)
+    model(pixel_values=pixels, labels=labels).loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
 
 
 def test_default_predictions_ignore_labels():
