@@ -340,6 +340,10 @@ class HNFModel(HNFPreTrainedModel):
 class HNFForImageClassification(HNFPreTrainedModel):
     """HNF with a linear classifier on the fused embedding, trained with cross-entropy."""
 
+    # LoRA defaults (train/lora.py): attention, MLP and text-encoder projections; the classifier trains in full
+    _lora_target_modules = ["qkv", "out_proj", "fc1", "fc2", "query", "key", "value", "key_value", "dense"]
+    _lora_modules_to_save = ["classifier"]
+
     def __init__(self, config: HNFConfig):
         super().__init__(config)
         self.num_labels = config.num_labels

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Run a training script on every cross-validation fold and report mean +- std.
+
+    accelerate launch train/kfold.py vqa --num_folds 10 --output_dir outputs/vqa_10fold -- --dataset data/sem_qa
+    accelerate launch train/kfold.py classify --num_folds 10 --folds 0,1,2 -- --dataset data/sem
+
+Arguments after ``--`` go to the script unchanged (each fold gets ``--fold k --num_folds K
+--output_dir <output_dir>/fold_k``). Writes ``<output_dir>/kfold_summary.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+
+SCRIPTS = ("vqa", "classify")
+SUMMARY_KEYS = {
+    "vqa": ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor", "zero_shot_classification.top1", "zero_shot_classification.top5",
+            "zero_shot_classification.macro_f1"),
+    "classify": ("top1", "top5", "macro_f1"),
+}
+
+
+def _lookup(metrics: dict, dotted: str):
+    value = metrics
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def summarize(script: str, per_fold: dict[int, dict]) -> dict:
+    summary = {"script": script, "folds": sorted(per_fold), "metrics": {}}
+    for key in SUMMARY_KEYS[script]:
+        values = [v for v in (_lookup(m, key) for m in per_fold.values()) if isinstance(v, (int, float))]
+        if values:
+            summary["metrics"][key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "per_fold": values,
+            }
+    flags = {m.get("label_conditioned") for m in per_fold.values()}
+    summary["label_conditioned"] = any(flags)
+    summary["synthetic_data"] = any(m.get("synthetic_data") for m in per_fold.values())
+    return summary
+
+
+def to_markdown(summary: dict) -> str:
+    lines = [
+        f"{summary['script']}: {len(summary['folds'])} folds"
+        + (" (synthetic data)" if summary["synthetic_data"] else "")
+        + (" (LABEL-CONDITIONED)" if summary["label_conditioned"] else " (label-free)"),
+        "",
+        "| metric | mean | std |",
+        "| --- | --- | --- |",
+    ]
+    for key, stats in summary["metrics"].items():
+        lines.append(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, script_args = argv[:split], argv[split + 1 :]
+    parser = argparse.ArgumentParser(description="Cross-validate train/vqa.py or train/classify.py over K folds.")
+    parser.add_argument("script", choices=SCRIPTS)
+    parser.add_argument("--num_folds", type=int, default=10)
+    parser.add_argument("--folds", type=str, default=None, help="comma-separated subset of folds (default: all)")
+    parser.add_argument("--output_dir", type=str, default=None, help="default: outputs/<script>_kfold")
+    args = parser.parse_args(argv)
+    for reserved in ("--fold", "--num_folds", "--output_dir"):
+        if reserved in script_args:
+            raise SystemExit(f"{reserved} is set per fold by kfold.py; pass --num_folds/--output_dir before '--'")
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(args.num_folds))
+    output_dir = Path(args.output_dir or f"outputs/{args.script}_kfold")
+
+    if args.script == "vqa":
+        from emvision.train.vqa import main as run
+    else:
+        from emvision.train.classify import main as run
+
+    per_fold = {}
+    for fold in folds:
+        print(f"=== fold {fold} of {args.num_folds} ===", flush=True)
+        per_fold[fold] = run([*script_args, "--fold", str(fold), "--num_folds", str(args.num_folds), "--output_dir", str(output_dir / f"fold_{fold}")])
+    summary = summarize(args.script, per_fold)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "kfold_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (output_dir / "kfold_summary.md").write_text(to_markdown(summary))
+        print(to_markdown(summary))
+        means = ", ".join(f"{k}={v['mean']:.4f}±{v['std']:.4f}" for k, v in summary["metrics"].items())
+        print(f"{args.script} over {len(folds)} folds: {means}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
