@@ -316,11 +316,9 @@ _MAX_COLUMNS = 512
 _MIN_SIDE = 24
 
 
-def _window_counts(cumulative: np.ndarray, center: int | np.ndarray, half_width: int) -> np.ndarray:
-    """Pixels per row within +-half_width of `center`, from per-row cumulative histograms (R, 257)."""
-    low = np.clip(np.asarray(center) - half_width, 0, 256)
-    high = np.clip(np.asarray(center) + half_width + 1, 0, 256)
-    return cumulative[..., high] - cumulative[..., low]
+def _window_counts(cumulative: np.ndarray, center: int, half_width: int) -> np.ndarray:
+    """Pixels per row within +-half_width of level `center`, from per-row cumulative histograms (R, 257)."""
+    return cumulative[..., min(center + half_width + 1, 256)] - cumulative[..., max(center - half_width, 0)]
 
 
 def _all_windows(cumulative: np.ndarray, half_width: int) -> np.ndarray:
@@ -337,14 +335,13 @@ def _background_candidates(hist: np.ndarray, cumulative: np.ndarray, search_star
     windows = _all_windows(cumulative[search_start:], _TOLERANCE)  # (R, 256)
     best_level = windows.argmax(axis=1)
     dominated = np.flatnonzero(windows[np.arange(len(windows)), best_level] >= _ROW_FRACTION * width)
-    peaks = []
-    for row in dominated:
-        low = max(best_level[row] - _TOLERANCE, 0)
-        high = min(best_level[row] + _TOLERANCE + 1, 256)
-        peaks.append(low + int(hist[search_start + row, low:high].argmax()))
-    if not peaks:
+    if dominated.size == 0:
         return []
-    values, counts = np.unique(np.asarray(peaks), return_counts=True)
+    # the exact histogram peak inside each dominated row's best window
+    levels = np.clip(best_level[dominated, None] + np.arange(-_TOLERANCE, _TOLERANCE + 1), 0, 255)
+    counts_in_window = hist[search_start + dominated[:, None], levels]
+    peaks = levels[np.arange(len(levels)), counts_in_window.argmax(axis=1)]
+    values, counts = np.unique(peaks, return_counts=True)
     candidates: list[int] = []
     for value in values[np.argsort(-counts, kind="stable")].tolist():
         if all(abs(value - other) > _TOLERANCE for other in candidates):
