@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from emvision.train.hub import push_folder_to_hub
@@ -30,7 +31,7 @@ def parse_config_overrides(text: str | None) -> dict:
     overrides: dict = {}
     if not text:
         return overrides
-    for item in text.split(","):
+    for item in re.split(r",(?=\s*[\w.]+\s*=)", text):  # commas inside values ("[16,28]") stay
         if not item.strip():
             continue
         if "=" not in item:

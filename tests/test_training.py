@@ -1,0 +1,265 @@
+"""The training scripts as a user runs them: model folders, exact resume, two-process DDP, LoRA on a
+released model with the network blocked, the Hub upload, k-fold summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
+TINY_HNF = "patch_sizes=[32,32],num_neighbors=[4,4],hidden_size=32,intermediate_size=64,fusion_num_heads=2,num_attention_heads=2"
+FAST = ["--report_to", "none", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--num_folds", "5"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from emvision.datasets_scripts.synthesize import load_or_create_synthetic
+
+    return load_or_create_synthetic(num_images=60, seed=3, num_folds=5, cache_dir=tmp_path_factory.mktemp("synthetic"), progress=False)
+
+
+def _vqa_args(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset", str(dataset), "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA,
+        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", *FAST, *extra,
+    ]
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def trained_vqa(synthetic_dir, tmp_path_factory) -> tuple[Path, dict]:
+    from emvision.train.vqa import main
+
+    output_dir = tmp_path_factory.mktemp("vqa") / "model"
+    metrics = main(_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "6", "--checkpointing_steps", "no"))
+    return output_dir, metrics
+
+
+def test_vqa_script_writes_a_complete_model_folder(trained_vqa, real_sem_images):
+    from transformers import AutoModel, AutoProcessor
+
+    output_dir, metrics = trained_vqa
+    for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "modeling_mvaema.py", "processor_config.json",
+                 "tokenizer.json", "zero_shot_classification/confusion_matrix.png"):
+        assert (output_dir / name).is_file(), name
+    assert not list(output_dir.glob("*.bin")), "weights must be safetensors only"
+    saved = json.loads((output_dir / "metrics.json").read_text())
+    assert saved["synthetic_data"] is True and saved["label_conditioned"] is False
+    for key in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["optimizer_steps"] == 6 and saved["num_test_pairs"] == 8
+    assert 0.0 <= saved["zero_shot_classification"]["top1"] <= saved["zero_shot_classification"]["top5"] <= 1.0
+    card = (output_dir / "README.md").read_text()
+    assert "Trained on synthetic data" in card and "model-index" in card and "oracle answers derived" in card
+    assert "Label-free" in card
+
+    model = AutoModel.from_pretrained(output_dir).eval()
+    processor = AutoProcessor.from_pretrained(output_dir)
+    inputs = processor(images=real_sem_images[0], text="Describe the surface texture.", return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=5)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(processor.batch_decode(generated)[0], str)
+
+
+def _run(args: list[str], log: Path, env=None, script="train/vqa.py") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, script, *args], cwd=REPO, env=env or _env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(synthetic_dir, tmp_path):
+    # 3 steps per epoch, validation and a checkpoint after every 2 steps: the kill lands mid-epoch
+    common = ["--max_train_samples", "24", "--max_train_steps", "9", "--checkpointing_steps", "2", "--max_generate_samples", "2"]
+    straight = _run(_vqa_args(synthetic_dir, tmp_path / "straight", *common), tmp_path / "straight.log")
+    interrupted_dir = tmp_path / "interrupted"
+    interrupted = _run(_vqa_args(synthetic_dir, interrupted_dir, *common), tmp_path / "interrupted.log")
+    marker = interrupted_dir / "checkpoints" / "step_00000004" / "training_state.json"
+    deadline = time.time() + 240
+    while not marker.is_file():
+        assert interrupted.poll() is None, (tmp_path / "interrupted.log").read_text()[-3000:]
+        assert time.time() < deadline, "no checkpoint at step 4"
+        time.sleep(0.2)
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait()
+    assert not (interrupted_dir / "model.safetensors").exists(), "the run finished before it was killed"
+
+    resumed = _run(_vqa_args(synthetic_dir, interrupted_dir, *common, "--resume_from_checkpoint", "latest"), tmp_path / "resumed.log")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    assert "Resumed from" in (tmp_path / "resumed.log").read_text()
+
+    expected = load_file(tmp_path / "straight" / "model.safetensors")
+    got = load_file(interrupted_dir / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    history = json.loads((interrupted_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+
+def test_two_process_ddp_training_with_gloo(synthetic_dir, tmp_path):
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "train/vqa.py",
+        *_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "3", "--checkpointing_steps", "no", "--max_generate_samples", "6"),
+    ]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "on 2 process(es)" in result.stdout + result.stderr
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["optimizer_steps"] == 3
+    assert metrics["num_test_pairs"] == 6  # gathered from both processes, duplicates from padding dropped
+
+
+BLOCK_NETWORK = """
+import socket, os
+_log = os.environ["NETWORK_ATTEMPTS_LOG"]
+def _refuse(*args, **kwargs):
+    with open(_log, "a") as f:
+        f.write(repr(args[:2]) + "\\n")
+    raise OSError("network blocked by the test")
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+
+def _inhouse_folder(real_sem_images, root: Path) -> Path:
+    """A company's folder: category sub-folders plus metadata.jsonl holding its own questions and answers."""
+    rows = []
+    for index, path in enumerate(real_sem_images):
+        category = path.parent.name
+        target = root / category / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+        rows.append({
+            "file_name": f"{category}/{path.name}",
+            "question": "What does the micrograph show?",
+            "answer": f"an in-house {category.replace('_', ' ').lower()} sample, image {index}",
+        })
+    (root / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return root
+
+
+def test_lora_fine_tuning_of_a_released_model_offline_with_the_network_blocked(trained_vqa, real_sem_images, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModel, AutoProcessor
+
+    base_dir, _ = trained_vqa
+    inhouse = _inhouse_folder(real_sem_images, tmp_path / "inhouse")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_NETWORK)
+    attempts = tmp_path / "attempts.log"
+    env = _env(PYTHONPATH=str(tmp_path / "site"), NETWORK_ATTEMPTS_LOG=str(attempts), HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    output_dir = tmp_path / "adapter"
+    args = [
+        "--model_name_or_path", str(base_dir), "--dataset", str(inhouse), "--output_dir", str(output_dir),
+        "--lora", "--merge_lora", "--lora_r", "4", "--max_train_steps", "3", "--checkpointing_steps", "no",
+        "--max_generate_samples", "4", "--max_new_tokens", "6", "--report_to", "none", "--per_device_train_batch_size", "4",
+        "--num_folds", "3",
+    ]
+    result = subprocess.run([sys.executable, "train/vqa.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert not attempts.exists(), f"network connections were attempted: {attempts.read_text()}"
+    assert "trainable params" in log
+    assert (output_dir / "adapter_model.safetensors").is_file() and (output_dir / "adapter_config.json").is_file()
+    assert not (output_dir / "model.safetensors").exists(), "--lora must save only the adapter"
+    assert json.loads((output_dir / "metrics.json").read_text())["synthetic_data"] is False
+    assert "in-house" in json.loads((output_dir / "metrics.json").read_text())["dataset"]
+
+    processor = AutoProcessor.from_pretrained(output_dir)
+    inputs = processor(images=real_sem_images[3], text="What does the micrograph show?", answers="a sample", return_tensors="pt")
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModel.from_pretrained(base_dir), output_dir).eval()
+        merged = AutoModel.from_pretrained(output_dir / "merged").eval()
+        base = AutoModel.from_pretrained(base_dir).eval()
+        keys = ("pixel_values", "input_ids", "attention_mask")
+        adapted_logits = adapted(**{k: inputs[k] for k in keys}).logits
+        torch.testing.assert_close(merged(**{k: inputs[k] for k in keys}).logits, adapted_logits, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(base(**{k: inputs[k] for k in keys}).logits, adapted_logits), "the adapter changed nothing"
+
+
+class FakeHfApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        FakeHfApi.calls.append(("upload_folder", repo_id, {"files": files, **kwargs}))
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def test_classify_script_trains_hnf_and_uploads_the_model_folder(synthetic_dir, real_sem_images, tmp_path, monkeypatch):
+    from transformers import pipeline
+
+    import emvision.train.hub as hub
+    from emvision.train.classify import main
+
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    FakeHfApi.calls = []
+    output_dir = tmp_path / "hnf"
+    metrics = main([
+        "--dataset", str(synthetic_dir), "--output_dir", str(output_dir), "--config_overrides", TINY_HNF, "--max_train_steps", "4",
+        "--push_to_hub", "--hub_model_id", "lab/hnf-test", *FAST,
+    ])
+    assert metrics["label_conditioned"] is False and metrics["synthetic_data"] is True
+    assert metrics["class_descriptions_source"] and "oracle-synthetic" in metrics["class_descriptions_source"]
+    assert (output_dir / "classification" / "confusion_matrix.png").is_file()
+    (create, repo, options), (upload, repo2, upload_kwargs) = FakeHfApi.calls
+    assert (create, repo, options["private"]) == ("create_repo", "lab/hnf-test", True)
+    assert upload == "upload_folder" and repo2 == "lab/hnf-test"
+    uploaded = set(upload_kwargs["files"]) - {f for f in upload_kwargs["files"] if f.startswith("checkpoints/")}
+    for required in ("config.json", "model.safetensors", "README.md", "preprocessor_config.json", "modeling_hnf.py", "configuration_hnf.py"):
+        assert required in uploaded
+    assert "checkpoints/*" in upload_kwargs["ignore_patterns"]
+
+    classifier = pipeline("image-classification", model=str(output_dir))
+    predictions = classifier(str(real_sem_images[0]), top_k=10)
+    assert sorted(p["label"] for p in predictions) == sorted(json.loads((output_dir / "config.json").read_text())["id2label"].values())
+
+
+def test_paper_protocol_is_marked_label_conditioned(synthetic_dir, tmp_path):
+    from emvision.train.classify import main
+
+    output_dir = tmp_path / "paper"
+    metrics = main(["--dataset", str(synthetic_dir), "--output_dir", str(output_dir), "--config_overrides", TINY_HNF,
+                    "--max_train_steps", "1", "--paper_protocol", "--checkpointing_steps", "no", *FAST])
+    assert metrics["label_conditioned"] is True
+    saved = json.loads((output_dir / "classification" / "classification_metrics.json").read_text())
+    assert saved["label_conditioned"] is True
+    assert "Label-conditioned" in (output_dir / "README.md").read_text()
+
+
+def test_kfold_runner_reports_mean_and_std(synthetic_dir, tmp_path):
+    from emvision.train.kfold import main
+
+    summary = main(["classify", "--num_folds", "5", "--folds", "0,1", "--output_dir", str(tmp_path / "cv"), "--",
+                    "--dataset", str(synthetic_dir), "--config_overrides", TINY_HNF, "--max_train_steps", "1",
+                    "--checkpointing_steps", "no", "--report_to", "none", "--per_device_train_batch_size", "8"])
+    top1 = summary["metrics"]["top1"]
+    assert len(top1["per_fold"]) == 2 and top1["mean"] == pytest.approx(sum(top1["per_fold"]) / 2)
+    assert summary["synthetic_data"] is True
+    assert (tmp_path / "cv" / "fold_1" / "metrics.json").is_file()
+    assert f"| top1 | {top1['mean']:.4f} | {top1['std']:.4f} |" in (tmp_path / "cv" / "kfold_summary.md").read_text()
