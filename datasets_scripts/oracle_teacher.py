@@ -231,7 +231,7 @@ def _scale_sentence(metadata: Mapping, rng: random.Random) -> str:
     label, bar_px = bar["scale_bar_label"], bar["scale_bar_px"]
     return rng.choice((
         f"The scale bar reads {label} and spans about {bar_px:.0f} pixels, so one pixel corresponds to about {pixel} and the whole field is about {hfw} wide.",
-        f"Scale: the {label} bar is about {bar_px:.0f} pixels long, i.e. roughly {pixel} per pixel; the field of view is about {hfw} across.",
+        f"Scale: the {label} bar is about {bar_px:.0f} pixels long, so roughly {pixel} per pixel; the field of view is about {hfw} across.",
         f"The image scale is about {pixel} per pixel: the {label} scale bar covers about {bar_px:.0f} pixels, and the field width is about {hfw} at {imaging['magnification']:g}x magnification.",
     ))
 
@@ -309,38 +309,36 @@ def _family_3(md, rng):
     category, s = md["category"], md["structure"]
     subject = _subject(md)
     size = size_phrase(md)
+    if "length_nm" in s:
+        size += f", and a length of about {format_length(s['length_nm']['mean'])}"
     first = rng.choice((
         f"The {subject} have {_a(size)}." if category != "Tips" else f"The tip has {_a(size)}.",
         f"Size: {_a(size)}.",
         f"I estimate {_a(size)} for the {subject}.",
     ))
-    if "length_nm" in s:
-        first += f" Their length is about {format_length(s['length_nm']['mean'])}."
-    count = s.get("count", 0)
-    distribution = _distribution(md)
     if category == "Tips":
-        second = "There is one tip, isolated in the field of view, so distribution and aggregation do not apply."
-    else:
-        second = rng.choice((
-            f"About {count} are visible and their distribution is {distribution}.",
-            f"Roughly {count} can be counted; the distribution is {distribution}.",
-        ))
-        aggregation = s.get("aggregation")
-        if category == "Porous_Sponge":
-            second += (" The pores are interconnected throughout the network." if md["variant"] == "bicontinuous" else
-                       f" {_fraction_words(aggregation).capitalize()} of the pores merge with or touch a neighbour ({_percent(aggregation)}).")
-        elif category == "Powder":
-            second += f" The {subject} are aggregated, touching one another over about {_percent(aggregation)} of the field."
-        elif "bundle" in s["arrangement"]:
-            second += f" The {subject} are bundled side by side."
-        elif md["variant"] == "tissue":
-            second += " The tissue is one continuous sheet, so there is no aggregation of separate objects."
-        elif aggregation is not None and category not in ("Films_Coated_Surface", "MEMS_devices_and_electrodes", "Patterned_surface"):
-            second += f" {_fraction_words(aggregation).capitalize()} of them touch or cross a neighbour ({_percent(aggregation)})."
-        elif category == "Patterned_surface":
-            missing = s.get("missing_elements", 0)
-            second += f" There is no aggregation; {missing} elements are missing from the pattern." if missing else " There is no aggregation and no element is missing."
-    return f"{first} {second}"
+        return f"{first} There is one tip, isolated in the field of view, so distribution and aggregation do not apply."
+    count, distribution = s.get("count", 0), _distribution(md)
+    second = rng.choice((
+        f"About {count} are visible and their distribution is {distribution}",
+        f"Roughly {count} can be counted; the distribution is {distribution}",
+    ))
+    aggregation = s.get("aggregation")
+    if category == "Porous_Sponge":
+        second += ("; the pores are interconnected throughout the network" if md["variant"] == "bicontinuous" else
+                   f"; {_fraction_words(aggregation)} of the pores merge with or touch a neighbour ({_percent(aggregation)})")
+    elif category == "Powder":
+        second += f"; the {subject} are aggregated, touching one another over about {_percent(aggregation)} of the field"
+    elif "bundle" in s["arrangement"]:
+        second += f"; the {subject} are bundled side by side"
+    elif md["variant"] == "tissue":
+        second += "; the tissue is one continuous sheet, so there is no aggregation of separate objects"
+    elif category == "Patterned_surface":
+        missing = s.get("missing_elements", 0)
+        second += f"; there is no aggregation, and {missing} elements are missing from the pattern" if missing else "; there is no aggregation and no element is missing"
+    elif aggregation is not None and category not in ("Films_Coated_Surface", "MEMS_devices_and_electrodes"):
+        second += f"; {_fraction_words(aggregation)} of them touch or cross a neighbour ({_percent(aggregation)})"
+    return f"{first} {second}."
 
 
 def _family_4(md, rng):
