@@ -25,7 +25,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
@@ -72,6 +72,70 @@ class MVaEMaOutput(ModelOutput):
 
 
 # ----------------------------------------------------------------------------------------------------
+# KV cache
+
+
+class MVaEMaCacheLayer(DynamicLayer):
+    """A `DynamicLayer` that writes new keys/values into spare capacity (doubled when full) and returns views
+    of the filled part, instead of concatenating the whole history at every decoding step. MVaEMa's decoder
+    keeps its prompt (the question) in the cache, so the copies a concatenation makes would grow with it."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if key_states.requires_grad or value_states.requires_grad:  # in-place writes would break autograd
+            self.keys = torch.cat([self.keys[:, :, : self.length], key_states], dim=-2) if self.length else key_states
+            self.values = torch.cat([self.values[:, :, : self.length], value_states], dim=-2) if self.length else value_states
+        else:
+            if self.keys.ndim != 4 or end > self.keys.shape[-2]:
+                capacity = max(end, 2 * self.length, 32)
+                keys = key_states.new_zeros((*key_states.shape[:2], capacity, key_states.shape[-1]))
+                values = value_states.new_zeros((*value_states.shape[:2], capacity, value_states.shape[-1]))
+                if self.length:
+                    keys[:, :, : self.length] = self.keys[:, :, : self.length]
+                    values[:, :, : self.length] = self.values[:, :, : self.length]
+                self.keys, self.values = keys, values
+            self.keys[:, :, self.length : end] = key_states
+            self.values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if self.is_initialized:
+            self.length = max(self.length + tokens_to_remove, 0)
+
+    def reset(self) -> None:
+        super().reset()
+        self.length = 0
+
+
+class MVaEMaDynamicCache(DynamicCache):
+    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_class_to_replicate = MVaEMaCacheLayer
+
+
+def new_mvaema_cache() -> EncoderDecoderCache:
+    """An empty decoder cache: self-attention keys/values and the image's cross-attention keys/values."""
+    return EncoderDecoderCache(MVaEMaDynamicCache(), MVaEMaDynamicCache())
+
+
+# ----------------------------------------------------------------------------------------------------
 # Attention (SDPA) and masks
 
 
@@ -109,7 +173,9 @@ class MVaEMaAttention(nn.Module):
             query = self._heads(self.query(hidden_states), 1)[0]
             cross_cache = cache.cross_attention_cache if cache is not None else None
             if cache is not None and cache.is_updated.get(self.layer_idx, False):
-                key, value = cross_cache.layers[self.layer_idx].keys, cross_cache.layers[self.layer_idx].values
+                stored = cross_cache.layers[self.layer_idx]
+                filled = stored.get_seq_length()
+                key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
             else:
                 key, value = self._heads(self.key_value(image_embeds), 2)
                 if cache is not None:
@@ -119,14 +185,21 @@ class MVaEMaAttention(nn.Module):
             query, key, value = self._heads(self.qkv(hidden_states), 3)
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )
+        if length == 1 and not self.training:
+            # one decoding step: two small matmuls beat SDPA's kernel dispatch on CPU (same result)
+            scores = (query * self.head_dim**-0.5) @ key.transpose(-1, -2)
+            if attention_mask is not None:
+                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            context = scores.softmax(dim=-1) @ value
+        else:
+            context = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=attention_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=is_causal,
+            )
         return self.out_proj(context.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -148,6 +221,8 @@ def _causal_mask(
     """
     if past_length == 0 and (attention_mask is None or bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())):
         return None, query_length > 1
+    if query_length == 1:  # one new token sees every valid cached position
+        return _padding_mask(attention_mask), False
     if attention_mask is None or bool(attention_mask.all()):
         if query_length == 1:
             return None, False
@@ -410,6 +485,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "text_model.embeddings.word_embeddings.weight"}
+    # LoRA defaults (train/lora.py): every attention and feed-forward projection; the heads train in full
+    _lora_target_modules = ["qkv", "out_proj", "query", "key_value", "fc1", "fc2", "intermediate", "output"]
+    _lora_modules_to_save = ["itm_head", "vision_projection", "text_projection"]
 
     def __init__(self, config: MVaEMaConfig):
         super().__init__(config)
@@ -521,7 +599,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         logits = cache = None
         if input_ids is not None:
             if use_cache and past_key_values is None:
-                past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+                past_key_values = new_mvaema_cache()
             elif past_key_values is not None and not isinstance(past_key_values, EncoderDecoderCache):
                 past_key_values = EncoderDecoderCache(past_key_values, DynamicCache())
             decoder_states = self.text_model(
@@ -642,7 +720,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         generation_config = generate_kwargs.get("generation_config", self.generation_config)
         use_cache = generate_kwargs.get("use_cache", generation_config.use_cache)
         if use_cache is not False and generate_kwargs.get("past_key_values") is None:
-            generate_kwargs["past_key_values"] = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            generate_kwargs["past_key_values"] = new_mvaema_cache()
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, image_embeds=image_embeds, **generate_kwargs
         )
@@ -693,7 +771,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             answer_ids[index, : len(ids)] = torch.tensor(ids, device=device)
             answer_mask[index, : len(ids)] = 1
 
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        cache = new_mvaema_cache()
         prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache)
         first_logprobs = F.log_softmax(self.lm_head(self.lm_transform(prompt_states[:, -1])).float(), dim=-1)  # (B, V)
         cache.batch_repeat_interleave(num_candidates)
@@ -909,4 +987,4 @@ def _resize_positions(position_embeddings: torch.Tensor, target_length: int) -> 
     return torch.cat([cls_position, grid.permute(0, 2, 3, 1).reshape(1, target_side * target_side, -1)], dim=1)
 
 
-__all__ = ["MVaEMaForQuestionAnswering", "MVaEMaOutput", "MVaEMaPreTrainedModel"]
+__all__ = ["MVaEMaCacheLayer", "MVaEMaDynamicCache", "MVaEMaForQuestionAnswering", "MVaEMaOutput", "MVaEMaPreTrainedModel", "new_mvaema_cache"]
