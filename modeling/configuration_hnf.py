@@ -125,7 +125,9 @@ class HNFConfig(PretrainedConfig):
             `id2label` needs at least one).
         class_descriptions_source (`str`, *optional*): Where the descriptions came from (an LLM's name,
             `"oracle-synthetic"`, `"human"`); kept for model cards and metrics.
-        description_max_length (`int`, defaults to 256): Tokens kept per description.
+        description_max_length (`int`, defaults to 256): Tokens kept per description. With the byte-level default
+            that is the first ~40 words; the WordPiece tokenizer of train/pretrain_text_mlm.py fits ~200 words.
+            The text encoder runs at every training step, so its cost grows with this length (quadratically).
     """
 
     model_type = "hnf"

@@ -106,7 +106,11 @@ class HNFBidirectionalODE(nn.Module):
         end_state = solver(self.dynamics, torch.stack([tokens, tokens]), times, **kwargs)[-1]
         return end_state[0], end_state[1]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        forward_end, backward_end = self.solve(tokens)
+    def merge(self, forward_end: torch.Tensor, backward_end: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.merge_gate(torch.cat([forward_end, backward_end], dim=-1)))
         return gate * forward_end + (1 - gate) * backward_end
+
+    def forward(self, tokens: torch.Tensor, keep: int | slice = slice(None)) -> torch.Tensor:
+        """Refined tokens (B, T, d); `keep` selects which positions to merge and return (e.g. -1: the CLS only)."""
+        forward_end, backward_end = self.solve(tokens)
+        return self.merge(forward_end[:, keep], backward_end[:, keep])

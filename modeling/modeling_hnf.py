@@ -130,7 +130,7 @@ class HNFLayer(GradientCheckpointingLayer):
         """cls_token, virtual_token: (B, d). Returns the gate output (B, d) and the gate weights (B, 2)."""
         patch_content, patch_tokens = self.patch_embedding(pixel_values)
         sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
-        cls_summary = self.sequence_norm(self.sequence_branch(sequence)[:, -1])
+        cls_summary = self.sequence_norm(self.sequence_branch(sequence, keep=-1))  # only the CLS leaves the layer
         nodes = torch.cat([patch_tokens, virtual_token.unsqueeze(1)], dim=1)  # [patches, virtual node]
         nodes, _ = self.graph_branch(patch_content, nodes)
         virtual_summary = self.graph_norm(nodes[:, -1])

@@ -178,6 +178,19 @@ def pretrained_text_folder(description_subset, tmp_path_factory):
     return output, summary
 
 
+def test_class_descriptions_subset_feeds_the_config(description_subset):
+    from datasets import load_from_disk
+
+    from emvision.modeling.hnf_text import class_descriptions_from_rows
+
+    descriptions, source = class_descriptions_from_rows(load_from_disk(str(description_subset)), list(SEM_CATEGORIES))
+    assert source == "human" and descriptions["Powder"] == [HAND_WRITTEN_DESCRIPTIONS["Powder"]]
+    model = HNFModel(narrow_config(class_descriptions=descriptions, class_descriptions_source=source))
+    assert model.text_encoder.description_labels.tolist() == list(range(10))
+    with pytest.raises(ValueError, match="row 1: label 'Gold'"):
+        class_descriptions_from_rows([{"label": 0, "description": "x"}, {"label": "Gold", "description": "y"}], list(SEM_CATEGORIES))
+
+
 def test_mlm_pretraining_learns_and_saves_a_loadable_folder(pretrained_text_folder):
     output, summary = pretrained_text_folder
     assert summary["description_sources"] == ["human"] and summary["num_descriptions"] == 10

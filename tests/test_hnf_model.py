@@ -211,9 +211,10 @@ def test_activation_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(p.grad, expected[name], msg=name)
 
 
-def test_default_predictions_ignore_labels():
+@pytest.mark.parametrize("fusion", ["cross_attention", "concat"])
+def test_default_predictions_ignore_labels(fusion):
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config(fusion="concat")).eval()
+    model = HNFForImageClassification(tiny_config(fusion=fusion)).eval()
     pixels = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = model(pixel_values=pixels).logits
