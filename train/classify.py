@@ -5,6 +5,7 @@
     accelerate launch train/classify.py --dataset data/sem --fold 2 --num_folds 10
     accelerate launch train/classify.py --dataset data/sem --text_model_name_or_path outputs/text_mlm
     accelerate launch train/classify.py --mvaema_model outputs/vqa    # also MVaEMa zero-shot, same test fold
+    accelerate launch train/classify.py --baseline vit    # transformers' ViT at HNF's width/depth, same data and protocol
 
 The image attends over the descriptions of every class (stored with the model), so predictions
 need pixels only. --paper_protocol feeds each image its true class's descriptions instead (the
@@ -40,6 +41,10 @@ from emvision.train.publish import (  # noqa: E402
     save_model_folder,
 )
 
+BASELINE_CARD_NOTE = (
+    "This folder is NOT HNF: it is the same-size transformers baseline (`ViTForImageClassification`, "
+    "`--baseline vit`) trained by the same script on the same data, for comparison; it reads pixels only."
+)
 QUICK_START_STEPS = 300
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
@@ -55,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--text_model_name_or_path", type=str, default=None, help="pre-trained text encoder (e.g. from train/pretrain_text_mlm.py)")
     model.add_argument("--config_overrides", type=str, default=None, help="e.g. 'fusion=concat,multi_scale=false'")
     model.add_argument("--paper_protocol", action="store_true", help="label-conditioned text side (the paper's audit protocol; metrics marked)")
+    model.add_argument("--baseline", choices=["vit"], default=None,
+                       help="train transformers' ViTForImageClassification at HNF's width and depth instead (train/baselines.py)")
     model.add_argument("--mvaema_model", type=str, default=None, help="also evaluate this MVaEMa folder's zero-shot classification on the test fold")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
     add_training_args(parser)
@@ -62,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_hub_args(parser)
     args = parser.parse_args(argv)
     check_hub_args(args)
+    if args.baseline and (args.model_name_or_path or args.text_model_name_or_path or args.paper_protocol):
+        parser.error("--baseline builds a new ViT from scratch: it cannot be combined with --model_name_or_path, "
+                     "--text_model_name_or_path or --paper_protocol")
     if args.output_dir is None:
         args.output_dir = default_output_dir("classify")
     args.quick_start = args.dataset is None and args.max_train_steps is None
@@ -138,6 +148,12 @@ def main(argv=None) -> dict:
 
     descriptions, descriptions_source = class_descriptions_from(source, class_names)
     model, image_processor = build_model(args, class_names, descriptions, descriptions_source)
+    if args.baseline:
+        from emvision.train.baselines import build_vit_baseline
+
+        model = build_vit_baseline(model.config)
+        descriptions, descriptions_source = None, None  # a plain ViT reads pixels only
+        accelerator.print("Baseline: transformers' ViTForImageClassification at HNF's width and depth")
     label_conditioned = bool(getattr(model, "label_conditioned", False))
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
@@ -160,7 +176,7 @@ def main(argv=None) -> dict:
     results = evaluate_classifier(
         accelerator, model, image_processor, test_split, class_names, output_dir=Path(args.output_dir) / "classification",
         batch_size=args.per_device_eval_batch_size, label_conditioned=label_conditioned,
-        metadata={"model": "HNF", "dataset": source.name, "synthetic_data": source.synthetic},
+        metadata={"model": "ViT baseline" if args.baseline else "HNF", "dataset": source.name, "synthetic_data": source.synthetic},
     )
     metrics = {
         "label_conditioned": label_conditioned,
@@ -169,6 +185,7 @@ def main(argv=None) -> dict:
         + ("paper protocol: each image's text side held its TRUE class's descriptions" if label_conditioned
            else "label-free: every image attends over the descriptions of all classes"),
         "dataset": source.name,
+        "model": "ViT baseline (ViTForImageClassification at HNF's width and depth)" if args.baseline else "HNF",
         "class_descriptions_source": descriptions_source or "class names only",
         **results,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
@@ -188,6 +205,7 @@ def main(argv=None) -> dict:
     )
     card = build_model_card(
         "hnf",
+        **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance,
         training_procedure=training_procedure_text(args, state, accelerator.num_processes),

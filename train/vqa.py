@@ -4,6 +4,7 @@
     accelerate launch train/vqa.py                      # embedded synthetic set, a few minutes on a CPU
     accelerate launch train/vqa.py --dataset data/sem_qa --fold 3 --num_folds 10
     accelerate launch train/vqa.py --model_name_or_path released/mvaema --dataset lab_images/ --lora
+    accelerate launch train/vqa.py --baseline blip      # transformers' BLIP at MVaEMa's sizes, same data and protocol
 
 Writes a complete model folder (weights, config, processor, remote code, metrics.json, README.md
 model card) to --output_dir, evaluated on the test fold with BLEU-2/4, ROUGE-1/2/L, METEOR and
@@ -39,6 +40,11 @@ from emvision.train.publish import (  # noqa: E402
     save_model_folder,
 )
 
+BASELINE_CARD_NOTE = (
+    "This folder is NOT MVaEMa: it is the same-size transformers baseline (`BlipForQuestionAnswering`, "
+    "`--baseline blip`) trained by the same script on the same data, for comparison. Load it with "
+    "`BlipForQuestionAnswering.from_pretrained` and `emvision.train.baselines.load_blip_baseline`."
+)
 QUICK_START_STEPS = 400  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
@@ -55,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--text_model_name_or_path", type=str, default=None, help="initialise the text side (and tokenizer) from a BERT-style checkpoint")
     model.add_argument("--config_overrides", type=str, default=None, help="e.g. 'use_itc=false,vision_config.num_hidden_layers=2'")
     model.add_argument("--vocab_size", type=int, default=2048, help="size of the WordPiece tokenizer trained for a new model")
+    model.add_argument("--baseline", choices=["blip"], default=None,
+                       help="train transformers' BlipForQuestionAnswering at MVaEMa's sizes instead (see train/baselines.py)")
     task = parser.add_argument_group("prompts and evaluation")
     task.add_argument("--caption_protocol", action="store_true", help="train with the paper's captions naming the true category (label-conditioned)")
     task.add_argument("--eval_with_captions", action="store_true", help="evaluate with captions too: metrics marked label-conditioned")
@@ -67,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_hub_args(parser)
     args = parser.parse_args(argv)
     check_hub_args(args)
+    if args.baseline and (args.model_name_or_path or args.vision_model_name_or_path or args.text_model_name_or_path or args.lora):
+        parser.error("--baseline builds a new BLIP from scratch: it cannot be combined with --model_name_or_path, "
+                     "--vision_model_name_or_path, --text_model_name_or_path or --lora")
     if args.output_dir is None:
         args.output_dir = default_output_dir("vqa")
     args.quick_start = args.dataset is None and args.max_train_steps is None
@@ -160,13 +171,24 @@ def main(argv=None) -> dict:
 
     train_texts = [*train_split["question"], *train_split["answer"]]
     model, processor = build_model_and_processor(args, train_texts)
+    if args.baseline:
+        from emvision.train.baselines import BlipBaselineProcessor, build_blip_baseline
+
+        model = build_blip_baseline(model.config, processor.tokenizer)
+        processor = BlipBaselineProcessor.from_mvaema_processor(processor)
+        accelerator.print("Baseline: transformers' BlipForQuestionAnswering at MVaEMa's sizes (LM loss only)")
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
     total = sum(p.numel() for p in model.parameters())
     accelerator.print(f"parameters: {total:,}")
 
     sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
-    collate = VQACollator(processor, with_captions=args.caption_protocol)
+    if args.baseline:
+        from emvision.train.baselines import BlipTrainingCollator
+
+        collate = BlipTrainingCollator(processor, with_captions=args.caption_protocol)
+    else:
+        collate = VQACollator(processor, with_captions=args.caption_protocol)
     train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
                               num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
     val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
@@ -181,7 +203,8 @@ def main(argv=None) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
     vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args)
-    zero_shot = evaluate_zero_shot(accelerator, eval_model, processor, source, args)
+    # BLIP's VQA head has no likelihood classifier: zero-shot classification is MVaEMa's only
+    zero_shot = {} if args.baseline else evaluate_zero_shot(accelerator, eval_model, processor, source, args)
     label_conditioned = args.eval_with_captions
     metrics = {
         "label_conditioned": label_conditioned,
@@ -191,6 +214,7 @@ def main(argv=None) -> dict:
             + ("evaluation prompts carried captions naming the true category" if label_conditioned else "label-free evaluation prompts")
         ),
         "dataset": source.name,
+        "model": "BLIP baseline (BlipForQuestionAnswering at MVaEMa's sizes)" if args.baseline else "MVaEMa",
         "train_caption_protocol": args.caption_protocol,
         **vqa_metrics,
         "zero_shot_classification": zero_shot,
@@ -205,6 +229,7 @@ def main(argv=None) -> dict:
     card_results.update({f"zero_shot_{k}": zero_shot[k] for k in ("top1", "top5", "macro_f1") if k in zero_shot})
     card = build_model_card(
         "mvaema",
+        **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance_for(source, train_split, args.caption_protocol),
         training_procedure=training_procedure_text(args, state, accelerator.num_processes),
@@ -232,7 +257,8 @@ def training_procedure_text(args, state, num_processes: int) -> str:
         f"early stopping after {args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
         + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
         f"- Ran {state.epoch} epoch(s), {state.global_step} optimizer steps; best validation weights restored",
-        "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)",
+        ("- Losses: answer language modelling only (BLIP's VQA head)" if getattr(args, "baseline", None) else
+         "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)"),
         f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
     ]
     if args.caption_protocol:

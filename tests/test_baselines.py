@@ -1,0 +1,113 @@
+"""The same-size baselines behind ``--baseline blip`` (train/vqa.py) and ``--baseline vit`` (train/classify.py).
+
+Each is built at a tiny size and driven the way the scripts drive it: the scripts' collators, one
+training step of the shared loop's kind, evaluation's ``generate`` + ``batch_decode``, and a saved
+folder that plain transformers classes load back with identical outputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+from PIL import Image
+from transformers import BlipForQuestionAnswering, ViTForImageClassification
+
+from emvision.modeling import HNFConfig, MVaEMaConfig
+from emvision.processing import MVaEMaProcessor
+from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+from emvision.processing.tokenization_micrograph import train_wordpiece_tokenizer
+from emvision.train.baselines import BlipBaselineProcessor, BlipTrainingCollator, build_blip_baseline, build_vit_baseline, load_blip_baseline
+from emvision.train.classify import ImageCollator
+from emvision.train.classify import parse_args as classify_args
+from emvision.train.evaluation import generate_answers
+from emvision.train.vqa import parse_args as vqa_args
+
+QUESTIONS = ["What is shown in this micrograph?", "Describe the particle size distribution."]
+ANSWERS = ["Porous sponge with open pores of about 2 um.", "Round particles, 50 to 80 nm, well dispersed."]
+
+
+@pytest.fixture(scope="module")
+def rows(real_sem_images):
+    images = [Image.open(path).convert("L") for path in real_sem_images[:2]]
+    return [{"image": image, "question": q, "answer": a, "caption": "a micrograph", "label": i}
+            for i, (image, q, a) in enumerate(zip(images, QUESTIONS, ANSWERS))]
+
+
+def tiny_mvaema_config(vocab_size: int) -> MVaEMaConfig:
+    config = MVaEMaConfig()
+    config.vision_config.image_size, config.vision_config.patch_size = 64, 32
+    config.vision_config.num_hidden_layers = config.text_config.num_hidden_layers = 1
+    config.text_config.vocab_size = vocab_size
+    return config
+
+
+def test_blip_baseline_trains_generates_and_reloads(rows, tmp_path):
+    tokenizer = train_wordpiece_tokenizer(QUESTIONS + ANSWERS, vocab_size=300)
+    mvaema_processor = MVaEMaProcessor(MicrographImageProcessor(size={"height": 64, "width": 64}), tokenizer)
+    processor = BlipBaselineProcessor.from_mvaema_processor(mvaema_processor)
+    torch.manual_seed(0)
+    model = build_blip_baseline(tiny_mvaema_config(len(tokenizer)), tokenizer)
+    assert model.config.text_config.sep_token_id == tokenizer.eos_token_id  # BLIP's decoder stops at [EOS]
+
+    batch = BlipTrainingCollator(processor, with_captions=False)(rows)
+    assert batch["decoder_input_ids"][0, 0].item() == tokenizer.bos_token_id
+    assert (batch["labels"] == -100).sum() == (batch["decoder_attention_mask"] == 0).sum()  # padding never trained
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(3):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+    answers = generate_answers(Accelerator(cpu=True), model, processor, rows, with_captions=False, max_new_tokens=6)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded, reloaded_processor = load_blip_baseline(tmp_path)
+    assert isinstance(reloaded, BlipForQuestionAnswering)
+    prompt = reloaded_processor(images=[r["image"] for r in rows], text=QUESTIONS)
+    model.eval()
+    expected = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+    assert torch.equal(reloaded.eval().generate(**prompt, max_new_tokens=6, do_sample=False), expected)
+    assert reloaded_processor.batch_decode(expected) == processor.batch_decode(expected)
+
+
+def test_vit_baseline_trains_and_reloads(rows, tmp_path):
+    config = HNFConfig(image_size=64, patch_sizes=[16, 32], num_neighbors=[4, 2], id2label={0: "Powder", 1: "Tips"},
+                       label2id={"Powder": 0, "Tips": 1})
+    torch.manual_seed(0)
+    model = build_vit_baseline(config)
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.patch_size) == (64, 2, 16)
+    assert model.config.id2label == {0: "Powder", 1: "Tips"}
+    batch = ImageCollator(MicrographImageProcessor(size={"height": 64, "width": 64}))(rows)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    model.save_pretrained(tmp_path)
+    model.eval()
+    reloaded = ViTForImageClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits, model(pixel_values=batch["pixel_values"]).logits)
+
+
+def test_baseline_flags():
+    assert vqa_args(["--baseline", "blip"]).baseline == "blip"
+    assert vqa_args([]).baseline is None
+    assert classify_args(["--baseline", "vit"]).baseline == "vit"
+    with pytest.raises(SystemExit):
+        vqa_args(["--baseline", "blip", "--lora"])
+    with pytest.raises(SystemExit):
+        classify_args(["--baseline", "vit", "--paper_protocol"])
+    with pytest.raises(SystemExit):
+        classify_args(["--baseline", "blip"])
