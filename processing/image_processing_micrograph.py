@@ -332,9 +332,10 @@ def _all_windows(cumulative: np.ndarray, half_width: int) -> np.ndarray:
 
 def _background_candidates(hist: np.ndarray, cumulative: np.ndarray, search_start: int) -> list[int]:
     width = cumulative[0, -1]
-    windows = _all_windows(cumulative[search_start:], _TOLERANCE)  # (R, 256)
-    best_level = windows.argmax(axis=1)
-    dominated = np.flatnonzero(windows[np.arange(len(windows)), best_level] >= _ROW_FRACTION * width)
+    # counts within +-8 of the levels 8..247 (R, 240); a window at level 8 covers 0 as well
+    windows = cumulative[search_start:, 2 * _TOLERANCE + 1 :] - cumulative[search_start:, : -2 * _TOLERANCE - 1]
+    best_level = windows.argmax(axis=1) + _TOLERANCE
+    dominated = np.flatnonzero(windows.max(axis=1) >= _ROW_FRACTION * width)
     if dominated.size == 0:
         return []
     # the exact histogram peak inside each dominated row's best window
