@@ -305,26 +305,10 @@ class HNFModel(HNFPreTrainedModel):
             raise ValueError("HNFModel needs pixel_values")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        image_embeds, gate_weights, summaries = self.image_encoder(pixel_values)
-
-        text_embeds, text_mask = None, None
-        label_conditioned = conditioning_labels is not None
-        if label_conditioned and self.text_encoder is None:
+        if conditioning_labels is not None and self.text_encoder is None:
             raise ValueError("conditioning_labels were given but this model has no text branch")
-        if self.text_encoder is not None:
-            text_embeds = self.text_encoder().to(image_embeds.dtype)
-            if label_conditioned:
-                text_mask = self.text_encoder.description_labels.unsqueeze(0) == conditioning_labels.unsqueeze(1)
-        if self.text_encoder is None:
-            fused = image_embeds
-        elif self.fusion is not None:
-            fused = self.fusion(image_embeds, text_embeds, text_mask)
-        else:  # "concat" ablation: the image embedding beside the mean of the (visible) description embeddings
-            weights = torch.ones(image_embeds.shape[0], text_embeds.shape[0], device=image_embeds.device, dtype=image_embeds.dtype)
-            if text_mask is not None:
-                weights = weights * text_mask
-            text_summary = (weights @ text_embeds) / weights.sum(dim=1, keepdim=True)
-            fused = torch.cat([image_embeds, text_summary], dim=-1)
+        image_embeds, gate_weights, summaries = self.image_encoder(pixel_values)
+        fused, text_embeds = self._fuse(image_embeds, conditioning_labels)
 
         output = HNFModelOutput(
             pooler_output=fused,
@@ -332,9 +316,28 @@ class HNFModel(HNFPreTrainedModel):
             text_embeds=text_embeds,
             gate_weights=gate_weights,
             hidden_states=summaries if output_hidden_states else None,
-            label_conditioned=label_conditioned,
+            label_conditioned=conditioning_labels is not None,
         )
         return output if return_dict else output.to_tuple()
+
+    def _fuse(self, image_embeds: torch.Tensor, conditioning_labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused embedding (B, fused_size) and the description embeddings (D, d), if there is a text branch."""
+        if self.text_encoder is None:
+            return image_embeds, None
+        text_embeds = self.text_encoder().to(image_embeds.dtype)
+        text_mask = None
+        if conditioning_labels is not None:  # paper protocol: only the true class's descriptions are visible
+            labels = conditioning_labels.to(self.text_encoder.description_labels.device)
+            text_mask = self.text_encoder.description_labels.unsqueeze(0) == labels.unsqueeze(1)  # (B, D)
+        if self.fusion is not None:
+            return self.fusion(image_embeds, text_embeds, text_mask), text_embeds
+        # "concat" ablation: the image embedding beside the mean of the visible description embeddings
+        if text_mask is None:
+            visible = torch.ones(image_embeds.shape[0], text_embeds.shape[0], dtype=text_embeds.dtype, device=text_embeds.device)
+        else:
+            visible = text_mask.to(text_embeds.dtype)
+        text_summary = (visible @ text_embeds) / visible.sum(dim=1, keepdim=True)
+        return torch.cat([image_embeds, text_summary], dim=-1), text_embeds
 
 
 class HNFForImageClassification(HNFPreTrainedModel):
