@@ -139,7 +139,9 @@ class HNFTextEncoder(nn.Module):
         return super().train(mode)
 
     def _state_key(self) -> tuple:
-        return tuple((id(tensor), tensor._version) for tensor in chain(self.parameters(), self.buffers()))
+        # tensors made under inference_mode cannot enter autograd later, so that mode is part of the key
+        versions = tuple((id(tensor), tensor._version) for tensor in chain(self.parameters(), self.buffers()))
+        return versions, torch.is_inference_mode_enabled()
 
     def encode(self) -> torch.Tensor:
         length = max(int(self.description_attention_mask.sum(dim=1).max()), 1)  # drop all-padding columns

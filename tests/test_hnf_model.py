@@ -254,10 +254,15 @@ def test_text_embeddings_cached_in_eval_and_refreshed_after_changes():
         encoder.projection.weight.mul_(2.0)  # a weight changed in place: the cache must not be reused
         changed = model(pixel_values=pixels).logits
     assert len(calls) == 2 and not torch.allclose(first, changed)
+    with torch.inference_mode():  # e.g. a pipeline call
+        model(pixel_values=pixels)
+    saliency_pixels = pixels.clone().requires_grad_()
+    model(pixel_values=saliency_pixels).logits[:, 0].sum().backward()  # the cached text must not be an inference tensor
+    assert saliency_pixels.grad.abs().sum() > 0 and len(calls) == 4
     model.train()
     model(pixel_values=pixels)
     model(pixel_values=pixels)
-    assert len(calls) == 4  # training re-encodes every step (the text encoder is fine-tuned)
+    assert len(calls) == 6  # training re-encodes every step (the text encoder is fine-tuned)
 
 
 def test_description_buffers_hold_every_class():
