@@ -147,7 +147,7 @@ def _blur(array: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur: exact separable taps for small sigma, a box pyramid for large sigma."""
     if sigma <= 0.3:
         return array
-    if sigma <= 2.5:
+    if sigma <= 1.5:
         radius = int(math.ceil(2.5 * sigma))
         taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
         taps /= taps.sum()
@@ -490,27 +490,34 @@ def _render_particles(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
     if variant == "spheres":
         _domes(scene, xs, ys, radii, 0.0, materials)
     elif variant in ("cubes", "faceted"):
-        base_angle = rng.uniform(0, math.pi / 2)
         h, m = scene.h, scene.m
-        for x, y, r, mat in zip(xs, ys, radii, materials):
+        n = xs.size
+        if variant == "cubes":  # a square outline around a raised top face, four bevel facets
+            sides = np.full(n, 4)
+            angles = rng.uniform(0, math.pi / 2) + rng.normal(0, 0.5, (n, 1)) + np.arange(4) * math.pi / 2
+            reach = np.repeat(1.1 * radii[:, None], 4, axis=1)
+            centres_x, centres_y = xs, ys
+            facet_m = materials[:, None] * rng.uniform(0.7, 1.1, (n, 4))
+        else:  # irregular polyhedra: an off-centre apex joined to 5-8 corners
+            sides = rng.integers(5, 9, n)
+            angles = np.sort(rng.uniform(0, 2 * math.pi, (n, 8)), axis=1)
+            reach = radii[:, None] * rng.uniform(0.75, 1.2, (n, 8))
+            centres_x, centres_y = xs + rng.normal(0, 0.2, n) * radii, ys + rng.normal(0, 0.2, n) * radii
+            facet_m = materials[:, None] * rng.uniform(0.6, 1.2, (n, 8))
+        corner_x, corner_y = xs[:, None] + reach * np.cos(angles), ys[:, None] + reach * np.sin(angles)
+        for i in range(n):
+            k = sides[i]
+            corners = list(zip(corner_x[i, :k].tolist(), corner_y[i, :k].tolist()))
             if variant == "cubes":
-                a = base_angle + rng.normal(0, 0.5)
-                corners = [(x + r * 1.1 * math.cos(a + k * math.pi / 2), y + r * 1.1 * math.sin(a + k * math.pi / 2)) for k in range(4)]
-                inner = [(x + 0.65 * (cx - x), y + 0.65 * (cy - y)) for cx, cy in corners]
-                facet_m = mat * rng.uniform(0.7, 1.1, 4)
+                inner = [(xs[i] + 0.65 * (cx - xs[i]), ys[i] + 0.65 * (cy - ys[i])) for cx, cy in corners]
             else:
-                k = int(rng.integers(5, 9))
-                angles = np.sort(rng.uniform(0, 2 * math.pi, k))
-                rad = r * rng.uniform(0.75, 1.2, k)
-                corners = [(x + q * math.cos(a), y + q * math.sin(a)) for a, q in zip(angles, rad)]
-                inner = [(x + rng.normal(0, 0.2 * r), y + rng.normal(0, 0.2 * r))] * k
-                facet_m = mat * rng.uniform(0.6, 1.2, k)
-            h.polygon(corners, fill=float(r))
-            for q in range(len(corners)):
-                m.polygon([corners[q], corners[(q + 1) % len(corners)], inner[(q + 1) % len(inner)], inner[q]], fill=float(facet_m[q]))
+                inner = [(float(centres_x[i]), float(centres_y[i]))] * k
+            h.polygon(corners, fill=float(radii[i]))
+            for q in range(k):
+                m.polygon([corners[q], corners[(q + 1) % k], inner[(q + 1) % k], inner[q]], fill=float(facet_m[i, q]))
             if variant == "cubes":
-                h.polygon(inner, fill=float(1.25 * r))
-                m.polygon(inner, fill=float(mat))
+                h.polygon(inner, fill=float(1.25 * radii[i]))
+                m.polygon(inner, fill=float(materials[i]))
         extra["faceted"] = True
     else:  # short rods
         lengths = diam * aspect
@@ -574,13 +581,18 @@ def _render_powder(scene: _Scene, variant: str, spec: ClassSpec) -> dict:
         xs, ys = rng.uniform(-grain, W + grain, n), rng.uniform(-grain, H + grain, n)
         sizes_px = rng.lognormal(np.log(grain * 2.5), cv, n)
         h, m = scene.h, scene.m
-        for i, (x, y, size) in enumerate(zip(xs, ys, sizes_px)):
-            k = int(rng.integers(4, 8))
-            angles = np.sort(rng.uniform(0, 2 * math.pi, k))
-            rad = 0.5 * size * rng.uniform(0.5, 1.2, k)
-            poly = [(x + q * math.cos(a), y + q * math.sin(a)) for a, q in zip(angles, rad)]
-            h.polygon(poly, fill=float(1.5 * size * i / n + rng.uniform(0.5, 2.0)))
-            m.polygon(poly, fill=float(rng.uniform(0.75, 1.15)))
+        # all random draws up front: up to 7 corners per flake, of which the first k are used
+        corners = rng.integers(4, 8, n)
+        angles = np.sort(rng.uniform(0, 2 * math.pi, (n, 7)), axis=1)
+        radii = 0.5 * sizes_px[:, None] * rng.uniform(0.5, 1.2, (n, 7))
+        px_, py_ = xs[:, None] + radii * np.cos(angles), ys[:, None] + radii * np.sin(angles)
+        heights = 1.5 * sizes_px * np.arange(n) / n + rng.uniform(0.5, 2.0, n)
+        materials = rng.uniform(0.75, 1.15, n)
+        for i in range(n):
+            k = corners[i]
+            poly = list(zip(px_[i, :k].tolist(), py_[i, :k].tolist()))
+            h.polygon(poly, fill=float(heights[i]))
+            m.polygon(poly, fill=float(materials[i]))
         height, _ = scene.arrays()
         coverage = scene.visible_fraction(height > 0.5 / scene.scale)
         vis = scene.visible(ys)
@@ -1401,10 +1413,14 @@ def _acquire(signal: np.ndarray, imaging: dict, visible_rows: int, rng: np.rando
     """Detector signal -> stored 8-bit frame: focus, brightness/contrast, noise, charging."""
     height, width = signal.shape
     frame = _blur(signal, imaging["defocus_px"])
-    low, high = np.percentile(frame[:visible_rows:2, ::2], (0.5, 99.5))
-    frame = np.clip((frame - low) / max(high - low, 1e-6), 0.0, 1.0) ** imaging["gamma"]
-    frame = imaging["black_level"] + (imaging["white_level"] - imaging["black_level"]) * frame
-    frame = frame + imaging["shot_noise"] * np.sqrt(np.maximum(frame, 0.02)) * rng.standard_normal(frame.shape, dtype=np.float32)
+    low, high = (float(v) for v in np.percentile(frame[:visible_rows:2, ::2], (0.5, 99.5)))  # Python floats keep float32
+    frame = np.clip((frame - low) * (1.0 / max(high - low, 1e-6)), 0.0, 1.0)
+    np.power(frame, imaging["gamma"], out=frame)
+    frame *= imaging["white_level"] - imaging["black_level"]
+    frame += imaging["black_level"]
+    noise = rng.standard_normal(frame.shape, dtype=np.float32)
+    noise *= np.sqrt(np.maximum(frame, 0.02))
+    frame += imaging["shot_noise"] * noise
     line_offsets = np.zeros(height, dtype=np.float32)
     innovations = rng.normal(0, imaging["scan_line_noise"], height)
     for r in range(1, height):

@@ -27,7 +27,7 @@ from emvision.datasets_scripts.synthetic_sem import (
 )
 from emvision.modeling.sem_categories import SEM_CATEGORIES
 
-CLI_IMAGES, CLI_FOLDS, CLI_SEED = 30, 3, 3
+CLI_IMAGES, CLI_FOLDS, CLI_SEED = 20, 2, 3
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_same_seed_gives_the_same_bytes_and_workers_do_not_matter():
     assert first.png_bytes() == again.png_bytes()
     assert first.metadata_json() == again.metadata_json()
     assert generate_micrograph(7, seed=6).png_bytes() != first.png_bytes()
-    serial = synth.render_images(10, seed=2, num_workers=1, progress=False)
-    parallel = synth.render_images(10, seed=2, num_workers=2, progress=False)
+    serial = synth.render_images(9, seed=2, num_workers=1, progress=False)
+    parallel = synth.render_images(9, seed=2, num_workers=2, progress=False)
     assert [r["image_id"] for r in serial] == [r["image_id"] for r in parallel]
     assert serial[3]["image_id"] == sha256_bytes(generate_micrograph(3, seed=2).png_bytes())
 
@@ -229,7 +229,7 @@ def test_cache_is_reused_and_never_half_written(tmp_path, monkeypatch):
     with context.Pool(2) as pool:
         paths = pool.starmap(_load_quietly, [(str(cache),), (str(cache),)])
     assert paths[0] == paths[1]
-    folder = synth.load_or_create_synthetic(num_images=10, seed=1, cache_dir=cache, num_workers=1, progress=False)
+    folder = synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False)
     assert str(folder) == paths[0]
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == [folder.name]  # no temp or stale folders
     marker = folder / "synthesis.json"
@@ -239,19 +239,19 @@ def test_cache_is_reused_and_never_half_written(tmp_path, monkeypatch):
         raise AssertionError("a complete cache entry was rebuilt")
 
     monkeypatch.setattr(synth, "synthesize", must_not_build)
-    assert synth.load_or_create_synthetic(num_images=10, seed=1, cache_dir=cache, num_workers=1, progress=False) == folder
+    assert synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False) == folder
     assert marker.stat().st_mtime_ns == built_at
     monkeypatch.undo()
     # an entry missing its marker (a crash outside the atomic rename, a manual edit) is rebuilt
     marker.unlink()
-    assert synth.load_or_create_synthetic(num_images=10, seed=1, cache_dir=cache, num_workers=1, progress=False) == folder
+    assert synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False) == folder
     import datasets
 
-    assert len(datasets.load_from_disk(str(folder / "images"))) == 10
+    assert len(datasets.load_from_disk(str(folder / "images"))) == 5
     # other options, other entry
-    other = synth.load_or_create_synthetic(num_images=10, seed=2, cache_dir=cache, num_workers=1, progress=False)
+    other = synth.load_or_create_synthetic(num_images=5, seed=2, cache_dir=cache, num_workers=1, progress=False)
     assert other != folder
 
 
 def _load_quietly(cache: str) -> str:
-    return str(synth.load_or_create_synthetic(num_images=10, seed=1, cache_dir=cache, num_workers=1, progress=False))
+    return str(synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False))
