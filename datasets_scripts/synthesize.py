@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ from emvision.datasets_scripts.schema import (
 from emvision.datasets_scripts.synthetic_sem import GENERATOR_NAME, GENERATOR_VERSION, generate_micrograph
 from emvision.modeling.sem_categories import SEM_CATEGORIES
 
-DEFAULT_NUM_IMAGES = 2000  # the main training job's default: well under a minute on two cores
+DEFAULT_NUM_IMAGES = 2000  # the main training job's default
 DEFAULT_DESCRIPTIONS_PER_CLASS = 5
 DEFAULT_RENDER_SCALE = 2
 MARKER_FILE = "synthesis.json"  # written last: a folder without it is incomplete
@@ -167,12 +167,12 @@ def _vqa_rows(records: Sequence[dict], folds: Sequence[int]) -> Iterator[dict]:
             }
 
 
-def _streamed_dataset(rows: Iterator[dict], features, fingerprint: str, cache_dir: Path):
+def _streamed_dataset(make_rows: Callable[[], Iterator[dict]], features, fingerprint: str, cache_dir: Path):
     """Rows streamed to an Arrow file in ``cache_dir``: memory stays flat although the vqa subset
     repeats every image ten times (``save_to_disk`` then copies the file into place)."""
     import datasets
 
-    return datasets.Dataset.from_generator(lambda: rows, features=features, cache_dir=str(cache_dir), fingerprint=fingerprint)
+    return datasets.Dataset.from_generator(make_rows, features=features, cache_dir=str(cache_dir), fingerprint=fingerprint)
 
 
 def class_description_rows(per_class: int = DEFAULT_DESCRIPTIONS_PER_CLASS, seed: int = 0, include_human: bool = True) -> list[dict]:
@@ -205,9 +205,11 @@ def _options(num_images: int, seed: int, num_folds: int, short_side: int, render
     }
 
 
-def _check_options(num_images: int, num_folds: int, short_side: int, render_scale: int, descriptions_per_class: int, num_workers: int | None) -> None:
+def _check_options(num_images: int, seed: int, num_folds: int, short_side: int, render_scale: int, descriptions_per_class: int, num_workers: int | None) -> None:
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if num_folds < 1:
         raise ValueError(f"num_folds must be >= 1, got {num_folds}")
     if short_side < 32:
@@ -229,7 +231,7 @@ def synthesize(output_dir: str | os.PathLike, num_images: int, seed: int = 0, *,
     The folder is assembled next to ``output_dir`` and renamed into place when complete, so a
     crash never leaves a half-written dataset behind under the final name.
     """
-    _check_options(num_images, num_folds, short_side, render_scale, descriptions_per_class, num_workers)
+    _check_options(num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, num_workers)
     output_dir = Path(output_dir)
     if output_dir.exists() and not (output_dir.is_dir() and not any(output_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists and is not empty; choose another --output or pass --overwrite")
@@ -265,9 +267,8 @@ def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale,
     datasets.disable_progress_bars()
     try:
         cache = staging / ".build-cache"
-        for name, rows in (("images", _image_rows(records, folds)), ("vqa", _vqa_rows(records, folds))):
-            features = images_features() if name == "images" else vqa_features()
-            dataset = _streamed_dataset(rows, features, f"{key}-{name}", cache)
+        for name, make_rows, features in (("images", _image_rows, images_features()), ("vqa", _vqa_rows, vqa_features())):
+            dataset = _streamed_dataset(lambda make_rows=make_rows: make_rows(records, folds), features, f"{key}-{name}", cache)
             dataset.save_to_disk(str(staging / name))
             del dataset
         shutil.rmtree(cache, ignore_errors=True)
@@ -420,7 +421,7 @@ def load_or_create_synthetic(num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0
     A build holds a lock file, so concurrent callers wait for the first one instead of building
     twice, and the finished folder is renamed into place, so no caller ever sees half of it.
     """
-    _check_options(num_images, num_folds, short_side, render_scale, descriptions_per_class, num_workers)
+    _check_options(num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, num_workers)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key(**_options(num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, human_descriptions))
@@ -483,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, type=Path, help="output folder (must not exist or be empty, unless --overwrite)")
     parser.add_argument("--num_images", required=True, type=_positive_int, help="number of images (balanced over the 10 classes)")
-    parser.add_argument("--seed", type=int, default=0, help="generator and fold seed (default: 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="generator and fold seed (default: 0)")
     parser.add_argument("--num_folds", type=_positive_int, default=DEFAULT_NUM_FOLDS, help=f"stratified folds (default: {DEFAULT_NUM_FOLDS})")
     parser.add_argument("--short_side", type=_positive_int, default=DEFAULT_SHORT_SIDE, help=f"stored short side in px, 4:3 images (default: {DEFAULT_SHORT_SIDE})")
     parser.add_argument("--render_scale", type=int, choices=(1, 2, 3, 4), default=DEFAULT_RENDER_SCALE,

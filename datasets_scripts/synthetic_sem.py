@@ -1595,8 +1595,8 @@ def generate_micrograph(index: int, seed: int = 0, *, category: str | None = Non
     coverage, aggregation, pore fraction, roughness, ... depending on the class) and ``pixel_size_nm``
     of the stored image.
     """
-    if index < 0:
-        raise ValueError(f"index must be >= 0, got {index}")
+    if index < 0 or seed < 0:
+        raise ValueError(f"index and seed must be >= 0, got index={index}, seed={seed}")
     if short_side < 32:
         raise ValueError(f"short_side must be at least 32 pixels, got {short_side}")
     if render_scale not in (1, 2, 3, 4):
