@@ -505,6 +505,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         self.lm_transform = MVaEMaLMTransform(config.text_config)
         self.lm_head = nn.Linear(text_hidden, config.text_config.vocab_size)
         self.post_init()
+        if self.generation_config is not None and self.generation_config.max_new_tokens is None:
+            self.generation_config.max_new_tokens = 128  # the 20-token default `max_length` is below most prompts
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.text_model.embeddings.word_embeddings

@@ -19,6 +19,9 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 
+DEFAULT_ITC_MAX_LENGTH = 32
+
+
 class MVaEMaProcessor(ProcessorMixin):
     r"""
     Pairs an image processor (`MicrographImageProcessor`) with a tokenizer that has MVaEMa's special tokens
@@ -30,7 +33,9 @@ class MVaEMaProcessor(ProcessorMixin):
         max_length (`int`, defaults to 512): longest decoder sequence; longer answers are cut (and then get
             no [EOS], so the model is never taught to stop in the middle of a sentence).
         max_prompt_length (`int`, defaults to 128): longest `[DEC] (caption) question` part, cut at the end.
-        itc_max_length (`int`, defaults to 64): longest `[CLS] answer [SEP]` sequence for ITC/ITM.
+        itc_max_length (`int`, defaults to 32): longest `[CLS] answer [SEP]` sequence for ITC/ITM: the opening of
+            the answer, which names what the image shows, like BLIP's captions (at most 35 tokens). The ITM pass
+            runs three sequences per image, so this length sets most of the training cost beyond the LM.
     """
 
     def __init__(
@@ -39,7 +44,7 @@ class MVaEMaProcessor(ProcessorMixin):
         tokenizer=None,
         max_length: int = 512,
         max_prompt_length: int = 128,
-        itc_max_length: int = 64,
+        itc_max_length: int = DEFAULT_ITC_MAX_LENGTH,
         **kwargs,
     ):
         if max_prompt_length >= max_length:
@@ -187,4 +192,4 @@ def _pad(rows: list[list[int]], value: int, side: str) -> list[list[int]]:
     return [[value] * (longest - len(row)) + row for row in rows]
 
 
-__all__ = ["MVaEMaProcessor", "tidy_spacing"]
+__all__ = ["DEFAULT_ITC_MAX_LENGTH", "MVaEMaProcessor", "tidy_spacing"]

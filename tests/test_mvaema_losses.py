@@ -30,6 +30,15 @@ contrastive_loss, gather_features = _losses.contrastive_loss, _losses.gather_fea
 itm_loss, lm_loss, sample_hard_negatives = _losses.itm_loss, _losses.lm_loss, _losses.sample_hard_negatives
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: intra-op threads only add synchronisation, which is costly when the cores are shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_the_package_exports_this_file():
     import emvision.modeling.losses as package_losses
 
