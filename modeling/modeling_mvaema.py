@@ -7,7 +7,8 @@ with the grounded encoder, LM head tied to the embeddings). Training minimises I
 `forward`; `generate` answers questions through `GenerationMixin` with a KV cache; `classify` ranks the
 candidate categories by the decoder's likelihood.
 
-Every attention uses `torch.nn.functional.scaled_dot_product_attention`.
+Attention runs on `torch.nn.functional.scaled_dot_product_attention`; single-token decoding steps use two
+plain matmuls instead, which are faster on CPU at these sizes.
 
 Copied next to the weights as remote code: imports only torch, transformers and, relatively, the
 configuration, the losses and the category names.
@@ -223,9 +224,7 @@ def _causal_mask(
         return None, query_length > 1
     if query_length == 1:  # one new token sees every valid cached position
         return _padding_mask(attention_mask), False
-    if attention_mask is None or bool(attention_mask.all()):
-        if query_length == 1:
-            return None, False
+    if attention_mask is None:
         attention_mask = torch.ones(1, past_length + query_length, dtype=torch.long, device=device)
     key_positions = torch.arange(past_length + query_length, device=device)
     query_positions = torch.arange(past_length, past_length + query_length, device=device)

@@ -304,6 +304,20 @@ def test_cached_decoding_matches_the_full_forward_pass():
     assert torch.allclose(torch.cat(steps, 1)[real], expected[real], atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "ablation",
+    [{"use_self_attention": False}, {"use_cross_attention": False}, {"use_causal_self_attention": False}, {"use_itc": False, "use_itm": False}],
+)
+def test_every_ablation_generates_and_classifies(ablation):
+    model = tiny_model(**ablation).eval()
+    pixel_values = torch.randn(2, 3, 32, 32)
+    input_ids, attention_mask = _prompts()
+    common = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=4, min_new_tokens=4)
+    assert torch.equal(model.generate(**common), model.generate(**common, use_cache=False))
+    assert model.generate(**common, num_beams=2).shape == (2, 10)
+    assert model.classify(pixel_values, _WordTokenizer()).shape == (2, 10)
+
+
 def test_generate_continues_the_prompt_like_the_forward_pass():
     model = tiny_model().eval()
     pixel_values = torch.randn(2, 3, 32, 32)
