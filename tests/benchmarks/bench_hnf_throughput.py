@@ -7,7 +7,7 @@ thread it is the work done; with more it also counts threads waiting for each ot
 
     python tests/benchmarks/bench_hnf_throughput.py                   # batch 48, default HNF vs ViT
     python tests/benchmarks/bench_hnf_throughput.py --ablations       # also HNF's ablation switches
-    python tests/benchmarks/bench_hnf_throughput.py --threads 2 --steps 8
+    python tests/benchmarks/bench_hnf_throughput.py --threads 1 --ode_method midpoint
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def parse_args(argv=None):
         help="MLP width of the ViT (default: 4 x hidden_size, transformers' ViT ratio)",
     )
     parser.add_argument("--ablations", action="store_true", help="also time HNF's ablation switches")
+    parser.add_argument("--ode_method", default=None, help="solver of the HNF row (default: the config's, rk4)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -67,8 +68,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     load_before = os.getloadavg()[0]
-    config = HNFConfig()
-    models = {"HNF (default config)": HNFForImageClassification(config)}
+    config = HNFConfig(**({"ode_method": args.ode_method} if args.ode_method else {}))
+    hnf_name = f"HNF (ode_method={args.ode_method})" if args.ode_method else "HNF (default config)"
+    models = {hnf_name: HNFForImageClassification(config)}
     models["ViT (same width, depth)"] = vit_like(config, args.vit_intermediate_size)
     if args.ablations:
         models.update({name: HNFForImageClassification(HNFConfig(**changes)) for name, changes in ABLATIONS.items()})
@@ -121,7 +123,7 @@ def main(argv=None):
             f"{name:32} {params / 1e6:8.2f}M {train * 1e3:14.0f} {cpu * 1e3:12.0f} "
             f"{args.batch_size / train:12.1f} {args.batch_size / infer:12.1f}"
         )
-    hnf, vit = medians["HNF (default config)"], medians["ViT (same width, depth)"]
+    hnf, vit = medians[hnf_name], medians["ViT (same width, depth)"]
     print(
         f"HNF/ViT cost per image: train {hnf[0] / vit[0]:.2f}x wall, {hnf[1] / vit[1]:.2f}x CPU; "
         f"inference {hnf[2] / vit[2]:.2f}x wall (target for a later issue: train <= 3x)"
