@@ -326,7 +326,8 @@ accuracy on it as if it were accuracy on real micrographs.
 ## How it was made
 
 ```
-python datasets_scripts/synthesize.py --output DIR --num_images {n} --seed {options['seed']} --num_folds {options['num_folds']} --short_side {options['short_side']}
+python datasets_scripts/synthesize.py --output DIR --num_images {n} --seed {options['seed']} --num_folds {options['num_folds']} \\
+    --short_side {options['short_side']} --render_scale {options['render_scale']} --descriptions_per_class {options['descriptions_per_class']}{'' if options['human_descriptions'] else ' --no_human_descriptions'}
 ```
 
 Each image is drawn at {options['render_scale']}x its stored size (the "microscope" frame) as a height
