@@ -239,10 +239,14 @@ class TrainingLoop:
         self.model.train()
         progress = tqdm(total=self.max_steps, initial=state.global_step, desc="training", disable=not accelerator.is_local_main_process)
         while not state.finished and state.epoch < args.num_train_epochs and state.global_step < self.max_steps:
-            self.sampler.set_epoch(state.epoch)
             loader = self.train_loader
             if state.batches_in_epoch:
                 loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            # Accelerate's loaders re-set their sampler's epoch from their own counter when iterated
+            # (a fresh skip loader counts from 0): set it on the loader itself.
+            for target in (loader, self.sampler):
+                if hasattr(target, "set_epoch"):
+                    target.set_epoch(state.epoch)
             for batch in loader:
                 seed_everything(args.seed, state.global_step, state.batches_in_epoch, accelerator.process_index)
                 with accelerator.accumulate(self.model):
