@@ -51,22 +51,30 @@ TARGETS = {
 # profiles these benchmarks write; the live profile of each run is stored next to it).
 EXPLANATIONS = {
     "training_hnf": (
-        "HNF runs three ODE-integrated scales (rk4: four function evaluations per layer) plus a k-NN patch graph "
-        "with Chebyshev convolutions per scale and the class-description text branch; the ViT runs one plain "
-        "layer per scale. See the profile's top operators. Fixes: ode_method='euler' (1 evaluation instead of 4), "
-        "cache the text branch's description encodings when it is frozen, build the k-NN graph once per batch for "
-        "all scales that share a patch grid."
+        "every HNF layer integrates a bidirectional neural ODE with rk4 (ode_steps=1): 2 vector fields x 4 "
+        "evaluations = 8 attention + MLP passes per layer where the ViT makes one (the profile: SDPA forward and "
+        "backward and the matmuls around them); the coarser scales have fewer patches (64 and 49 against 196), "
+        "so the gap is about 4x rather than 8x. Fix (a config change): ode_method='midpoint' (2 evaluations) or "
+        "'euler' (1), or share one vector field between the two time directions."
     ),
     "data": (
-        "Decoding and the micrograph processor's bar detection + antialiased resize run in the training process "
-        "(num_workers=0). Fix: DataLoader num_workers >= 2 (--num_workers), or store images at the model's "
-        "224 px so the resize becomes a no-op."
+        "decoding plus the micrograph processor's information-bar detection and antialiased resize run in the "
+        "training process (num_workers=0); see the cProfile table. Fix: --num_workers 2 or more, or store images "
+        "at the model's 224 px so the resize is a no-op."
     ),
     "training_mvaema": (
-        "MVaEMa trains three losses (ITC + ITM with hard negatives + LM) where BLIP's VQA head trains one; "
-        "the LM-only row shows the cost of the same objective."
+        "the paper config trains three objectives: the text stack runs as unimodal ITC encoder, as image-grounded "
+        "ITM encoder (positives plus hard negatives) and as LM decoder, where BLIP's VQA head trains the LM loss "
+        "only (question encoder + answer decoder). On the same objective (the LM-only row) MVaEMa is faster than "
+        "BLIP. Fix: compute ITC/ITM every k-th step or on a sub-batch, or report the LM-only figure for VQA "
+        "fine-tuning, which is what BLIP's head does."
     ),
-    "generation": "See the profile: decoding is dominated by per-token Python overhead at this model size.",
+    "generation": (
+        "MVaEMa's decoder is a prefix LM: every new token attends over the question prefix and cross-attends to "
+        "the image's patch tokens in each layer, while BLIP's answer decoder cross-attends to the question "
+        "encoder's states only; see the profile of one generate call. Fix: shorten the cross-attended image "
+        "sequence (pool patches) or cache fewer layers' cross-attention."
+    ),
 }
 
 
