@@ -56,6 +56,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def make_accelerator(args) -> Accelerator:
+    """The Accelerator for a run; also seeds everything, so a new model's initial weights follow --seed."""
+    seed_everything(args.seed)
     log_with = None if args.report_to == "none" else args.report_to
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
