@@ -113,14 +113,16 @@ def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(syntheti
 
 def test_two_process_ddp_training_with_gloo(synthetic_dir, tmp_path):
     output_dir = tmp_path / "ddp"
+    # accelerate 1.x runs `launch --cpu --num_processes 2` as ONE process; two CPU processes with gloo need the
+    # distributed launcher plus ACCELERATE_USE_CPU (the form the README documents)
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "train/vqa.py",
         *_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "3", "--checkpointing_steps", "no", "--max_generate_samples", "6"),
     ]
-    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
+    result = subprocess.run(command, cwd=REPO, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "on 2 process(es)" in result.stdout + result.stderr
+    assert "on 2 process(es), device cpu" in result.stdout + result.stderr
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["optimizer_steps"] == 3
     assert metrics["num_test_pairs"] == 6  # gathered from both processes, duplicates from padding dropped
