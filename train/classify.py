@@ -45,7 +45,7 @@ BASELINE_CARD_NOTE = (
     "This folder is NOT HNF: it is the same-size transformers baseline (`ViTForImageClassification`, "
     "`--baseline vit`) trained by the same script on the same data, for comparison; it reads pixels only."
 )
-QUICK_START_STEPS = 300
+QUICK_START_STEPS = 60
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
 

@@ -45,7 +45,7 @@ BASELINE_CARD_NOTE = (
     "`--baseline blip`) trained by the same script on the same data, for comparison. Load it with "
     "`BlipForQuestionAnswering.from_pretrained` and `emvision.train.baselines.load_blip_baseline`."
 )
-QUICK_START_STEPS = 400  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
+QUICK_START_STEPS = 150  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
 
