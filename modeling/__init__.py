@@ -1,39 +1,61 @@
-"""emvision models. Importing this package registers every class with the transformers Auto classes."""
+"""emvision models. Importing this package registers every class with the transformers Auto classes,
+and marks them for ``register_for_auto_class`` so saved folders carry their code (Hub remote code)."""
 
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForVisualQuestionAnswering,
+    AutoProcessor,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+)
+
+from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+from emvision.processing.processing_mvaema import MVaEMaProcessor
+
+from .configuration_hnf import HNFConfig
+from .configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
+from .modeling_hnf import HNFForImageClassification, HNFModel, HNFPreTrainedModel
+from .modeling_mvaema import MVaEMaForQuestionAnswering, MVaEMaOutput, MVaEMaPreTrainedModel
 from .sem_categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES, category_display_name
 
-# --- MVaEMa (registration lines live next to the imports) ---
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForVisualQuestionAnswering  # noqa: E402
-from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
-
-from .configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig  # noqa: E402
-from .modeling_mvaema import MVaEMaForQuestionAnswering, MVaEMaOutput, MVaEMaPreTrainedModel  # noqa: E402
-
+# MVaEMa: config, model (also the VQA auto class), processor and tokenizer
 AutoConfig.register(MVaEMaConfig.model_type, MVaEMaConfig, exist_ok=True)
 AutoModel.register(MVaEMaConfig, MVaEMaForQuestionAnswering, exist_ok=True)
 AutoModelForVisualQuestionAnswering.register(MVaEMaConfig, MVaEMaForQuestionAnswering, exist_ok=True)
-MVaEMaConfig.register_for_auto_class()
-MVaEMaForQuestionAnswering.register_for_auto_class("AutoModel")
-from emvision.processing.image_processing_micrograph import MicrographImageProcessor  # noqa: E402
-from emvision.processing.processing_mvaema import MVaEMaProcessor  # noqa: E402
-
-AutoImageProcessor.register(MVaEMaConfig, image_processor_classes={"pil": MicrographImageProcessor}, exist_ok=True)
 AutoProcessor.register(MVaEMaConfig, MVaEMaProcessor, exist_ok=True)
 AutoTokenizer.register(MVaEMaConfig, fast_tokenizer_class=PreTrainedTokenizerFast, exist_ok=True)
+MVaEMaConfig.register_for_auto_class()
+MVaEMaForQuestionAnswering.register_for_auto_class("AutoModel")
 MVaEMaProcessor.register_for_auto_class()
-MicrographImageProcessor.register_for_auto_class("AutoImageProcessor")  # its file travels with saved processors
-# --- HNF ---
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification  # noqa: E402
 
-from .configuration_hnf import HNFConfig  # noqa: E402
-from .modeling_hnf import HNFForImageClassification, HNFModel, HNFPreTrainedModel  # noqa: E402
-
+# HNF: config, base model and image classifier
 AutoConfig.register(HNFConfig.model_type, HNFConfig, exist_ok=True)
 AutoModel.register(HNFConfig, HNFModel, exist_ok=True)
 AutoModelForImageClassification.register(HNFConfig, HNFForImageClassification, exist_ok=True)
 HNFConfig.register_for_auto_class()
 HNFModel.register_for_auto_class("AutoModel")
 HNFForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-from emvision.processing.image_processing_micrograph import MicrographImageProcessor  # noqa: E402
 
-AutoImageProcessor.register(HNFConfig, image_processor_classes={"pil": MicrographImageProcessor}, exist_ok=True)
+# The image processor both models share; its file travels with every saved processor
+for _config in (MVaEMaConfig, HNFConfig):
+    AutoImageProcessor.register(_config, image_processor_classes={"pil": MicrographImageProcessor}, exist_ok=True)
+MicrographImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = [
+    "ARCHIVE_PREFIX_TO_CATEGORY",
+    "SEM_CATEGORIES",
+    "HNFConfig",
+    "HNFForImageClassification",
+    "HNFModel",
+    "HNFPreTrainedModel",
+    "MVaEMaConfig",
+    "MVaEMaForQuestionAnswering",
+    "MVaEMaOutput",
+    "MVaEMaPreTrainedModel",
+    "MVaEMaTextConfig",
+    "MVaEMaVisionConfig",
+    "category_display_name",
+]
