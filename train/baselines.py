@@ -26,6 +26,8 @@ import torch
 from transformers import BlipConfig, BlipForQuestionAnswering, ViTConfig, ViTForImageClassification
 from transformers.feature_extraction_utils import BatchFeature
 
+from emvision.train.data import VQACollator
+
 BASELINES = {"vqa": ("blip",), "classify": ("vit",)}
 
 
@@ -160,21 +162,11 @@ def _pad(rows: list[list[int]], value: int) -> list[list[int]]:
     return [row + [value] * (longest - len(row)) for row in rows]
 
 
-class BlipTrainingCollator:
-    """Rows of the ``vqa`` subset -> ``BlipForQuestionAnswering`` inputs (same rows as MVaEMa's collator)."""
+class BlipTrainingCollator(VQACollator):
+    """Rows of the ``vqa`` subset -> ``BlipForQuestionAnswering`` inputs: MVaEMa's collator without image ids."""
 
     def __init__(self, processor: BlipBaselineProcessor, with_captions: bool):
-        self.processor, self.with_captions = processor, with_captions
-
-    def __call__(self, rows: list[dict]) -> dict:
-        batch = self.processor(
-            images=[row["image"] for row in rows],
-            text=[row["question"] for row in rows],
-            answers=[row["answer"] for row in rows],
-            captions=[row["caption"] for row in rows] if self.with_captions else None,
-            return_tensors="pt",
-        )
-        return dict(batch)
+        super().__init__(processor, with_captions, with_image_ids=False)
 
 
 def load_blip_baseline(folder: str | Path) -> tuple[BlipForQuestionAnswering, BlipBaselineProcessor]:

@@ -28,7 +28,14 @@ if __package__ in (None, ""):  # run as a file from a checkout: `accelerate laun
     sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
 from emvision.train.data import add_data_args, resolve_dataset, split_by_fold  # noqa: E402
-from emvision.train.engine import EpochShuffleSampler, TrainingLoop, add_training_args, default_output_dir, make_accelerator  # noqa: E402
+from emvision.train.engine import (  # noqa: E402
+    EpochShuffleSampler,
+    TrainingLoop,
+    add_training_args,
+    apply_step_budget,
+    default_output_dir,
+    make_accelerator,
+)
 from emvision.train.evaluation import evaluate_classifier, evaluate_zero_shot  # noqa: E402
 from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
 from emvision.train.model_card import DataProvenance, build_model_card  # noqa: E402
@@ -74,11 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      "--text_model_name_or_path or --paper_protocol")
     if args.output_dir is None:
         args.output_dir = default_output_dir("classify")
-    args.quick_start = args.dataset is None and args.max_train_steps is None
-    if args.quick_start:
-        args.max_train_steps = QUICK_START_STEPS
-    elif args.max_train_steps == 0:
-        args.max_train_steps = None
+    apply_step_budget(args, QUICK_START_STEPS)
     return args
 
 

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 SUBSETS = ("images", "vqa", "class_descriptions")
@@ -121,3 +122,26 @@ def load_metadata(source: DatasetSource) -> dict:
         return {}
     marker = source.path / "synthesis.json"
     return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
+class VQACollator:
+    """Rows of the ``vqa`` subset -> model inputs (captions only under the paper protocol).
+
+    ``image_ids`` (an integer per row's image) let ITC treat every row of the same image as a positive.
+    """
+
+    def __init__(self, processor, with_captions: bool, with_image_ids: bool = True):
+        self.processor, self.with_captions, self.with_image_ids = processor, with_captions, with_image_ids
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.processor(
+            images=[row["image"] for row in rows],
+            text=[row["question"] for row in rows],
+            answers=[row["answer"] for row in rows],
+            captions=[row["caption"] for row in rows] if self.with_captions else None,
+            return_tensors="pt",
+        )
+        batch = dict(batch)
+        if self.with_image_ids:
+            batch["image_ids"] = torch.tensor([int(row["image_id"][:15], 16) for row in rows])
+        return batch

@@ -55,6 +55,16 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--report_to", type=str, default="all", help="accelerate trackers ('all' uses whichever are installed; 'none')")
 
 
+def apply_step_budget(args, quick_start_steps: int) -> None:
+    """On the embedded synthetic set (no --dataset) a run stops after ``quick_start_steps`` optimizer steps
+    unless --max_train_steps says otherwise; ``--max_train_steps 0`` means the paper's full schedule."""
+    args.quick_start = args.dataset is None and args.max_train_steps is None
+    if args.quick_start:
+        args.max_train_steps = quick_start_steps
+    elif args.max_train_steps == 0:
+        args.max_train_steps = None
+
+
 def make_accelerator(args) -> Accelerator:
     """The Accelerator for a run; also seeds everything, so a new model's initial weights follow --seed."""
     seed_everything(args.seed)

@@ -26,8 +26,15 @@ from torch.utils.data import DataLoader
 if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/vqa.py`
     sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
-from emvision.train.data import DatasetSource, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
-from emvision.train.engine import EpochShuffleSampler, TrainingLoop, add_training_args, default_output_dir, make_accelerator  # noqa: E402
+from emvision.train.data import DatasetSource, VQACollator, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
+from emvision.train.engine import (  # noqa: E402
+    EpochShuffleSampler,
+    TrainingLoop,
+    add_training_args,
+    apply_step_budget,
+    default_output_dir,
+    make_accelerator,
+)
 from emvision.train.evaluation import evaluate_vqa, evaluate_zero_shot  # noqa: E402
 from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
 from emvision.train.model_card import DataProvenance, build_model_card  # noqa: E402
@@ -80,11 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      "--vision_model_name_or_path, --text_model_name_or_path or --lora")
     if args.output_dir is None:
         args.output_dir = default_output_dir("vqa")
-    args.quick_start = args.dataset is None and args.max_train_steps is None
-    if args.quick_start:
-        args.max_train_steps = QUICK_START_STEPS
-    elif args.max_train_steps == 0:
-        args.max_train_steps = None
+    apply_step_budget(args, QUICK_START_STEPS)
     return args
 
 
@@ -123,24 +126,6 @@ def build_model_and_processor(args, train_texts: list[str]):
         apply_config_overrides(config, overrides)
         model = MVaEMaForQuestionAnswering(config)
     return model, MVaEMaProcessor(image_processor=MicrographImageProcessor(), tokenizer=tokenizer)
-
-
-class VQACollator:
-    """Rows of the ``vqa`` subset -> model inputs (captions only under the paper protocol)."""
-
-    def __init__(self, processor, with_captions: bool):
-        self.processor, self.with_captions = processor, with_captions
-
-    def __call__(self, rows: list[dict]) -> dict:
-        batch = self.processor(
-            images=[row["image"] for row in rows],
-            text=[row["question"] for row in rows],
-            answers=[row["answer"] for row in rows],
-            captions=[row["caption"] for row in rows] if self.with_captions else None,
-            return_tensors="pt",
-        )
-        batch["image_ids"] = torch.tensor([int(row["image_id"][:15], 16) for row in rows])
-        return dict(batch)
 
 
 def provenance_for(source: DatasetSource, train_split, caption_protocol: bool) -> DataProvenance:
@@ -183,12 +168,8 @@ def main(argv=None) -> dict:
     accelerator.print(f"parameters: {total:,}")
 
     sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
-    if args.baseline:
-        from emvision.train.baselines import BlipTrainingCollator
-
-        collate = BlipTrainingCollator(processor, with_captions=args.caption_protocol)
-    else:
-        collate = VQACollator(processor, with_captions=args.caption_protocol)
+    # BLIP takes no image ids (they mark ITC positives)
+    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline)
     train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
                               num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
     val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
