@@ -139,7 +139,7 @@ def test_remote_code_round_trip_without_emvision(saved_model, tmp_path):
 
 def test_pipeline_classifies_a_real_micrograph(saved_model, real_sem_dir):
     folder, *_ = saved_model
-    classifier = pipeline("image-classification", model=str(folder))
+    classifier = pipeline("image-classification", model=str(folder), trust_remote_code=False)
     assert isinstance(classifier.image_processor, MicrographImageProcessor)
     micrograph = real_sem_dir / "Nanowires" / "L6_0a6f18702a4a32677c74ed390f3af7af.jpg"  # 1024x768 with info bar
     predictions = classifier(str(micrograph), top_k=10)

@@ -237,7 +237,7 @@ def test_classify_script_trains_hnf_and_uploads_the_model_folder(synthetic_dir, 
         assert required in uploaded
     assert "checkpoints/*" in upload_kwargs["ignore_patterns"]
 
-    classifier = pipeline("image-classification", model=str(output_dir))
+    classifier = pipeline("image-classification", model=str(output_dir), trust_remote_code=False)
     predictions = classifier(str(real_sem_images[0]), top_k=10)
     assert sorted(p["label"] for p in predictions) == sorted(json.loads((output_dir / "config.json").read_text())["id2label"].values())
 
