@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 STATE_FILE = "training_state.json"  # written last: a checkpoint without it is incomplete
@@ -177,6 +177,19 @@ class TrainingLoop:
         steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
         self.max_steps = args.max_train_steps or steps_per_epoch * args.num_train_epochs
         self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
+
+    @classmethod
+    def from_splits(cls, accelerator: Accelerator, args, model, train_split, val_split, collate: "Collate", project: str) -> "TrainingLoop":
+        """The paper's data loaders and Adam for ``model``, prepared by Accelerate, trackers started."""
+        sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
+        train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
+                                  num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
+        val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
+        optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.learning_rate, weight_decay=args.weight_decay)
+        model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+        if accelerator.is_main_process:
+            accelerator.init_trackers(project, config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+        return cls(accelerator, args, model, optimizer, train_loader, val_loader, sampler)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:

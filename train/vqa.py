@@ -20,15 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/vqa.py`
     sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
 from emvision.train.data import DatasetSource, VQACollator, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
 from emvision.train.engine import (  # noqa: E402
-    EpochShuffleSampler,
     TrainingLoop,
     add_training_args,
     apply_step_budget,
@@ -167,18 +164,10 @@ def main(argv=None) -> dict:
     total = sum(p.numel() for p in model.parameters())
     accelerator.print(f"parameters: {total:,}")
 
-    sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
     # BLIP takes no image ids (they mark ITC positives)
     collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline)
-    train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
-                              num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
-    val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
-    optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.learning_rate, weight_decay=args.weight_decay)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    if accelerator.is_main_process:
-        accelerator.init_trackers("emvision-vqa", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
-
-    loop = TrainingLoop(accelerator, args, model, optimizer, train_loader, val_loader, sampler)
+    loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-vqa")
+    model = loop.model
     state = loop.fit()
 
     unwrapped = accelerator.unwrap_model(model)

@@ -1,7 +1,7 @@
 """WordNet 3.0 for METEOR, set up offline from Debian's packages.
 
 NLTK's METEOR matches synonyms through WordNet; without it NLTK silently skips that stage and
-every METEOR figure comes out lower. NLTK's own ``nltk.download("wordnet")`` needs the internet,
+every METEOR figure comes out lower. NLTK's own downloader needs the internet,
 but Debian's ``wordnet-base`` and ``wordnet-sense-index`` packages ship the same WordNet 3.0
 database (``/usr/share/wordnet``). ``install`` copies those files into NLTK's layout,
 ``<NLTK_DATA or ~/nltk_data>/corpora/wordnet/``, adds the ``lexnames`` file that Debian leaves out
