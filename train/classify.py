@@ -36,7 +36,7 @@ from emvision.train.engine import (  # noqa: E402
 )
 from emvision.train.evaluation import evaluate_classifier, evaluate_zero_shot  # noqa: E402
 from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
-from emvision.train.model_card import DataProvenance, build_model_card  # noqa: E402
+from emvision.train.model_card import DataProvenance, build_model_card, training_procedure_markdown  # noqa: E402
 from emvision.train.publish import (  # noqa: E402
     add_hub_args,
     apply_config_overrides,
@@ -201,7 +201,9 @@ def main(argv=None) -> dict:
         **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance,
-        training_procedure=training_procedure_text(args, state, accelerator.num_processes),
+        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, details=[
+            f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF"
+        ] if args.text_model_name_or_path else ()),
         results={k: results[k] for k in ("top1", "top5", "macro_f1")},
         label_conditioned=label_conditioned,
         protocol_note=metrics["protocol"],
@@ -228,22 +230,6 @@ def evaluate_mvaema(accelerator, args, source) -> dict:
     result = evaluate_zero_shot(accelerator, model, processor, source, args, output_dir=Path(args.output_dir) / "mvaema_zero_shot")
     accelerator.print(f"MVaEMa zero-shot ({args.mvaema_model}): top1={result['top1']:.4f} top5={result['top5']:.4f} macro_f1={result['macro_f1']:.4f}")
     return result
-
-
-def training_procedure_text(args, state, num_processes: int) -> str:
-    lines = [
-        f"- Optimizer: Adam, learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x {num_processes} process(es)",
-        f"- Schedule: learning rate x{args.lr_factor} after {args.lr_patience} stagnant epochs; early stopping after "
-        f"{args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
-        + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
-        f"- Ran {state.epoch} epoch(s), {state.global_step} optimizer steps; best validation weights restored",
-        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
-    ]
-    if args.text_model_name_or_path:
-        lines.append(f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF")
-    if args.lora:
-        lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,23 @@ class DataProvenance:
         return "\n".join(lines)
 
 
+def training_procedure_markdown(args, state, num_processes: int, details=()) -> str:
+    """The card's training-procedure section: the shared protocol plus the script's own ``details`` lines."""
+    lines = [
+        f"- Optimizer: Adam, learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x {num_processes} process(es)"
+        f" x {args.gradient_accumulation_steps} accumulation step(s)",
+        f"- Schedule: learning rate x{args.lr_factor} after {args.lr_patience} epochs without a better validation loss; "
+        f"early stopping after {args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
+        + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
+        f"- Ran {state.epoch} epoch(s), {state.global_step} optimizer steps; best validation weights restored",
+        *details,
+        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
+    ]
+    if getattr(args, "lora", False):
+        lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
+    return "\n".join(lines)
+
+
 def _evaluation_markdown(results: dict, label_conditioned: bool, protocol_note: str) -> str:
     if not results:
         return "No evaluation was run."

@@ -34,7 +34,7 @@ from emvision.train.engine import (  # noqa: E402
 )
 from emvision.train.evaluation import evaluate_vqa, evaluate_zero_shot  # noqa: E402
 from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
-from emvision.train.model_card import DataProvenance, build_model_card  # noqa: E402
+from emvision.train.model_card import DataProvenance, build_model_card, training_procedure_markdown  # noqa: E402
 from emvision.train.publish import (  # noqa: E402
     add_hub_args,
     apply_config_overrides,
@@ -202,7 +202,11 @@ def main(argv=None) -> dict:
         **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance_for(source, train_split, args.caption_protocol),
-        training_procedure=training_procedure_text(args, state, accelerator.num_processes),
+        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, details=[
+            "- Losses: answer language modelling only (BLIP's VQA head)" if args.baseline else
+            "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)",
+            *(["- Training prompts: caption naming the true category + question (the paper's protocol)"] if args.caption_protocol else []),
+        ]),
         results=card_results,
         label_conditioned=label_conditioned,
         protocol_note=metrics["protocol"],
@@ -217,25 +221,6 @@ def main(argv=None) -> dict:
     )
     maybe_push(accelerator, args, output_dir)
     return metrics
-
-
-def training_procedure_text(args, state, num_processes: int) -> str:
-    lines = [
-        f"- Optimizer: Adam, learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x {num_processes} process(es)"
-        f" x {args.gradient_accumulation_steps} accumulation step(s)",
-        f"- Schedule: learning rate x{args.lr_factor} after {args.lr_patience} epochs without a better validation loss; "
-        f"early stopping after {args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
-        + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
-        f"- Ran {state.epoch} epoch(s), {state.global_step} optimizer steps; best validation weights restored",
-        ("- Losses: answer language modelling only (BLIP's VQA head)" if getattr(args, "baseline", None) else
-         "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)"),
-        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
-    ]
-    if args.caption_protocol:
-        lines.append("- Training prompts: caption naming the true category + question (the paper's protocol)")
-    if args.lora:
-        lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
