@@ -21,12 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
 
 if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/classify.py`
     sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
-from emvision.train.data import add_data_args, resolve_dataset, split_by_fold  # noqa: E402
+from emvision.train.data import ImageCollator, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
 from emvision.train.engine import (  # noqa: E402
     TrainingLoop,
     add_training_args,
@@ -123,15 +122,6 @@ def build_model(args, class_names: list[str], descriptions, descriptions_source)
     )
     apply_config_overrides(config, parse_config_overrides(args.config_overrides))
     return HNFForImageClassification(config), MicrographImageProcessor()
-
-
-class ImageCollator:
-    def __init__(self, image_processor):
-        self.image_processor = image_processor
-
-    def __call__(self, rows: list[dict]) -> dict:
-        pixel_values = self.image_processor([row["image"] for row in rows], return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor([row["label"] for row in rows])}
 
 
 def main(argv=None) -> dict:

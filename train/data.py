@@ -145,3 +145,14 @@ class VQACollator:
         if self.with_image_ids:
             batch["image_ids"] = torch.tensor([int(row["image_id"][:15], 16) for row in rows])
         return batch
+
+
+class ImageCollator:
+    """Rows of the ``images`` subset -> ``pixel_values`` and ``labels``."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, rows: list[dict]) -> dict:
+        pixel_values = self.image_processor([row["image"] for row in rows], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.tensor([row["label"] for row in rows])}

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from emvision.modeling.sem_categories import category_display_name
+from emvision.train.data import ImageCollator, split_by_fold
 from emvision.train.metrics.classification import classification_report, save_classification_report
 from emvision.train.metrics.vqa_loader import load_vqa_metric
 
@@ -71,33 +72,24 @@ def evaluate_vqa(accelerator, model, processor, test_split, args) -> dict:
 def _scores(accelerator, rows, collate, score_fn, batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
     loader = accelerator.prepare(DataLoader(rows, batch_size=batch_size, collate_fn=collate))
     all_scores, all_labels = [], []
-    for pixel_values, labels in _progress(accelerator, loader, desc):
-        scores = score_fn(pixel_values, labels)
+    for batch in _progress(accelerator, loader, desc):
+        labels = batch["labels"]
+        scores = score_fn(batch["pixel_values"], labels)
         scores, labels = accelerator.gather_for_metrics((scores, labels))
         all_scores.append(scores.float().cpu())
         all_labels.append(labels.cpu())
     return torch.cat(all_scores), torch.cat(all_labels)
 
 
-def _image_collate(image_processor):
-    def collate(batch):
-        pixel_values = image_processor([row["image"] for row in batch], return_tensors="pt")["pixel_values"]
-        return pixel_values, torch.tensor([row["label"] for row in batch])
-
-    return collate
-
-
 def evaluate_zero_shot(accelerator, model, processor, source, args, *, output_dir: str | Path | None = None) -> dict:
     """MVaEMa's label-free zero-shot classification of the test-fold images."""
-    from emvision.train.data import split_by_fold
-
     images = source.load("images")
     _, _, test_images = split_by_fold(images, args)
     class_names = images.features["label"].names
     candidates = [category_display_name(name) for name in class_names]
     model.eval()
     scores, labels = _scores(
-        accelerator, test_images, _image_collate(processor.image_processor),
+        accelerator, test_images, ImageCollator(processor.image_processor),
         lambda pixel_values, _labels: model.classify(pixel_values, processor, candidates=candidates),
         args.per_device_eval_batch_size, "zero-shot",
     )
@@ -112,7 +104,7 @@ def evaluate_classifier(accelerator, model, image_processor, test_images, class_
                         label_conditioned: bool = False, metadata: dict | None = None) -> dict:
     model.eval()
     scores, labels = _scores(
-        accelerator, test_images, _image_collate(image_processor),
+        accelerator, test_images, ImageCollator(image_processor),
         # labels reach the model only under the paper's label-conditioned protocol (then marked)
         lambda pixel_values, labels: model(pixel_values=pixel_values, labels=labels if label_conditioned else None).logits,
         batch_size, "evaluating",
