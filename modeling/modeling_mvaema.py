@@ -29,6 +29,11 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
+from transformers.utils import generic as _generic
+
+# transformers 5.24 renamed the decoding state from `past_key_values` to `cache`: in outputs (a metaclass rewrites
+# the keyword) and in what `generate` passes to `forward`. The name this installation uses:
+CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_key_values"
 
 from .configuration_mvaema import (
     MVaEMaConfig,
@@ -50,7 +55,8 @@ class MVaEMaOutput(ModelOutput):
     loss_lm: next-token cross-entropy on the answer tokens (needs `labels`).
     logits: decoder LM logits `(batch, length, vocab)`, or the last `logits_to_keep` positions. `None` when
         `labels` are given: the LM head then runs on the answer positions only.
-    past_key_values: the decoder's self- and cross-attention cache (with `use_cache`).
+    cache: the decoder's self- and cross-attention cache (with `use_cache`); `past_key_values` before transformers 5.24
+        (either name reads it).
     image_embeds: image-encoder output `(batch, 1 + num_patches, vision_hidden)`, [CLS] first.
     image_features, text_features: L2-normalised ITC embeddings `(batch, projection_dim)`.
     logits_per_image: ITC similarities / temperature, local images against the (global) batch of texts.
@@ -63,7 +69,10 @@ class MVaEMaOutput(ModelOutput):
     loss_itm: torch.FloatTensor | None = None
     loss_lm: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:  # transformers < 5.24
+        past_key_values: Cache | None = None
     image_embeds: torch.FloatTensor | None = None
     image_features: torch.FloatTensor | None = None
     text_features: torch.FloatTensor | None = None
@@ -454,7 +463,7 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MVaEMaVisionLayer", "MVaEMaTextLayer", "MVaEMaTextEmbeddings"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -566,10 +575,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         image_ids: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> MVaEMaOutput | tuple:
         r"""
@@ -579,12 +589,16 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         itc_input_ids, itc_attention_mask (`(B, L')`): `[CLS] answer [SEP]`; gives `loss_itc` and `loss_itm`.
         image_ids (`(B,)`, optional): integer id of each row's image; rows with the same id are all positives
             in ITC and are never drawn as each other's ITM negatives.
-        past_key_values, use_cache, position_ids, logits_to_keep: decoding state, as in any causal LM.
+        cache, use_cache, position_ids, logits_to_keep: decoding state, as in any causal LM (`past_key_values` is
+            the name transformers < 5.24 passes the cache under; both are accepted).
         Other keyword arguments (passed by `generate`, e.g. `output_attentions`) are accepted and ignored.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
-        use_cache = use_cache if use_cache is not None else past_key_values is not None
+        if cache is not None and past_key_values is not None:
+            raise ValueError("pass the decoding cache as `cache` or `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
+        use_cache = use_cache if use_cache is not None else cache is not None
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("MVaEMa needs pixel_values (or precomputed image_embeds)")
@@ -597,21 +611,22 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             raise ValueError("labels must have the same shape as input_ids (the decoder sequence)")
 
         losses: dict[str, torch.Tensor] = {}
-        logits = cache = None
-        if input_ids is not None:
-            if use_cache and past_key_values is None:
-                past_key_values = new_mvaema_cache()
-            elif past_key_values is not None and not isinstance(past_key_values, EncoderDecoderCache):
-                past_key_values = EncoderDecoderCache(past_key_values, DynamicCache())
+        logits = None
+        if input_ids is None:
+            cache = None
+        else:
+            if use_cache and cache is None:
+                cache = new_mvaema_cache()
+            elif cache is not None and not isinstance(cache, EncoderDecoderCache):
+                cache = EncoderDecoderCache(cache, DynamicCache())
             decoder_states = self.text_model(
                 input_ids,
                 attention_mask,
                 image_embeds=image_embeds,
                 causal=True,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                past_key_values=cache,
             )
-            cache = past_key_values
             if labels is not None:
                 losses["lm"] = self._answer_loss(decoder_states, labels)
             else:
@@ -642,7 +657,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             loss_itm=losses.get("itm"),
             loss_lm=losses.get("lm"),
             logits=logits,
-            past_key_values=cache if use_cache else None,
+            **{CACHE_NAME: cache if use_cache else None},
             image_embeds=image_embeds,
             image_features=image_features,
             text_features=text_features,
@@ -720,8 +735,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         generation_config = generate_kwargs.get("generation_config", self.generation_config)
         use_cache = generate_kwargs.get("use_cache", generation_config.use_cache)
-        if use_cache is not False and generate_kwargs.get("past_key_values") is None:
-            generate_kwargs["past_key_values"] = new_mvaema_cache()
+        if use_cache is not False and generate_kwargs.get(CACHE_NAME) is None:
+            generate_kwargs[CACHE_NAME] = new_mvaema_cache()
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, image_embeds=image_embeds, **generate_kwargs
         )

@@ -11,7 +11,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_SEM_DIR = REPO_ROOT.parent / "shared" / "real_sem"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REAL_SEM_DIR = FIXTURES / "real_sem"  # 18 real NFFA-EUROPE micrographs (CC BY 4.0, manifest.csv)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def real_sem_dir() -> Path:
     if not REAL_SEM_DIR.is_dir():
-        pytest.fail(f"real SEM smoke images not found at {REAL_SEM_DIR} (shared/ must sit beside the checkout)")
+        pytest.fail(f"real SEM fixture images not found at {REAL_SEM_DIR}")
     return REAL_SEM_DIR
 
 

@@ -20,7 +20,7 @@ from emvision.train.metrics.classification import (
 )
 from emvision.train.metrics.vqa_loader import VQA_METRIC_DIR, load_vqa_metric
 
-REFERENCE_ROWS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vqa_metric_examples.jsonl"
+REFERENCE_ROWS = Path(__file__).resolve().parent / "fixtures" / "reference" / "vqa_metric_examples.jsonl"  # the MVaEMa paper's Table 7
 VQA_KEYS = {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
 
 
@@ -31,7 +31,7 @@ def vqa_metric():
 
 def _reference_rows():
     if not REFERENCE_ROWS.is_file():
-        pytest.fail(f"reference figures not found at {REFERENCE_ROWS} (shared/ must sit beside the checkout)")
+        pytest.fail(f"reference figures not found at {REFERENCE_ROWS}")
     return [json.loads(line) for line in REFERENCE_ROWS.read_text().splitlines() if line.strip()]
 
 

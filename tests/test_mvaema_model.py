@@ -295,7 +295,7 @@ def test_cached_decoding_matches_the_full_forward_pass():
         image_embeds = model.vision_model(pixel_values)
         out = model(image_embeds=image_embeds, input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
         steps = [out.logits]
-        cache = out.past_key_values
+        cache = out.past_key_values  # `cache` from transformers 5.24; the old name still reads it
         for index in range(continuation.shape[1]):  # one token at a time, as generate() does
             length = input_ids.shape[1] + index + 1
             out = model(image_embeds=image_embeds, input_ids=full_ids[:, length - 1 : length], attention_mask=full_mask[:, :length], past_key_values=cache, use_cache=True)

@@ -1,6 +1,6 @@
 """End to end: a tiny MVaEMa learns 8 image-question-answer triples by heart, then survives save and load.
 
-Images: four real micrographs from shared/real_sem and four synthetic patterns drawn here. The answers
+Images: four real micrographs from tests/fixtures/real_sem and four synthetic patterns drawn here. The answers
 are short hand-written stand-ins for teacher answers, written for this test (not model output).
 """
 

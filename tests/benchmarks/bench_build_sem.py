@@ -31,7 +31,7 @@ from pathlib import Path
 
 from emvision.datasets_scripts.build_sem import build_sem_dataset
 
-REAL_SEM_DIR = Path(__file__).resolve().parents[3] / "shared" / "real_sem"
+REAL_SEM_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "real_sem"
 
 
 def with_comment(data: bytes, suffix: str, comment: bytes) -> bytes:

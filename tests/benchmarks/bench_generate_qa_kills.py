@@ -38,7 +38,7 @@ def build_images(root: Path, short_side: int = 64) -> Path:
     from emvision.modeling.sem_categories import SEM_CATEGORIES
 
     rows = []
-    for path in sorted(p for p in (REPO.parent / "shared" / "real_sem").rglob("*") if p.suffix.lower() in {".jpg", ".png"}):
+    for path in sorted(p for p in (REPO / "tests" / "fixtures" / "real_sem").rglob("*") if p.suffix.lower() in {".jpg", ".png"}):
         raw = path.read_bytes()
         with Image.open(io.BytesIO(raw)) as image:
             width, height = image.size
