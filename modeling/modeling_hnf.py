@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torchdiffeq  # noqa: F401 - used by hnf_ode; imported here too so that transformers' remote-code check names it if missing
 from torch import nn
 from torch_geometric.nn import ChebConv
 from transformers import PreTrainedModel

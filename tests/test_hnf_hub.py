@@ -137,6 +137,33 @@ def test_remote_code_round_trip_without_emvision(saved_model, tmp_path):
     assert "max abs difference 0.0" in result.stdout
 
 
+def test_remote_code_names_a_missing_requirement_before_any_model_code_runs(saved_model, tmp_path):
+    folder, *_ = saved_model
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class NotInstalled:  # torchdiffeq and emvision behave as if they were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torchdiffeq", "emvision"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+        sys.meta_path.insert(0, NotInstalled())
+        from transformers import AutoModelForImageClassification
+        try:
+            AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        except ImportError as error:
+            print("ERROR", error)
+        print("MODEL MODULES", sorted(m for m in sys.modules if m.startswith("transformers_modules") and "modeling" in m))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ERROR This modeling file requires the following packages that were not found in your environment: torchdiffeq" in result.stdout
+    assert "MODEL MODULES []" in result.stdout, result.stdout  # the check ran before the model code was imported
+
+
 def test_pipeline_classifies_a_real_micrograph(saved_model, real_sem_dir):
     folder, *_ = saved_model
     classifier = pipeline("image-classification", model=str(folder), trust_remote_code=False)

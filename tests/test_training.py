@@ -68,6 +68,7 @@ def test_vqa_script_writes_a_complete_model_folder(trained_vqa, real_sem_images)
     card = (output_dir / "README.md").read_text()
     assert "Trained on synthetic data" in card and "model-index" in card and "oracle answers derived" in card
     assert "Label-free" in card
+    assert "`transformers>=" in card.split("## Requirements", 1)[1] and "torchdiffeq" not in card
 
     model = AutoModel.from_pretrained(output_dir).eval()
     processor = AutoProcessor.from_pretrained(output_dir)
@@ -236,6 +237,9 @@ def test_classify_script_trains_hnf_and_uploads_the_model_folder(synthetic_dir, 
     for required in ("config.json", "model.safetensors", "README.md", "preprocessor_config.json", "modeling_hnf.py", "configuration_hnf.py"):
         assert required in uploaded
     assert "checkpoints/*" in upload_kwargs["ignore_patterns"]
+    requirements = (output_dir / "README.md").read_text().split("## Requirements", 1)[1].split("\n## ", 1)[0]
+    for package in ("torch", "transformers", "torch-geometric", "torchdiffeq"):
+        assert f"`{package}>=" in requirements, package
 
     classifier = pipeline("image-classification", model=str(output_dir), trust_remote_code=False)
     predictions = classifier(str(real_sem_images[0]), top_k=10)

@@ -8,9 +8,10 @@ any number was label-conditioned. Results go into the card's ``model-index`` as 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -36,6 +37,11 @@ METRIC_NAMES = {
     "accuracy": "Accuracy",
 }
 CITATIONS = resources.files("emvision.model_cards").joinpath("citations.md")
+# What each family's saved code imports (the folder's remote code): the packages a user needs without emvision
+MODEL_CODE_REQUIREMENTS = {
+    "mvaema": ("torch", "transformers", "safetensors"),
+    "hnf": ("torch", "transformers", "safetensors", "torch-geometric", "torchdiffeq"),
+}
 
 
 @dataclass
@@ -104,6 +110,33 @@ def training_procedure_markdown(args, state, num_processes: int, details=()) -> 
     if getattr(args, "lora", False):
         lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
     return "\n".join(lines)
+
+
+def requirements_markdown(family: str) -> str:
+    """The card's Requirements section: each package the folder's code imports, with emvision's declared range
+    (whose floor the test suite has passed on) and the version this model was saved with."""
+    declared = {}
+    for requirement in metadata.requires("emvision") or ():
+        if "extra ==" in requirement:
+            continue
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+        declared[_canonical(name)] = requirement.split(";")[0].strip()
+    lines = []
+    for package in MODEL_CODE_REQUIREMENTS[family]:
+        try:
+            saved_with = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            saved_with = "not installed"
+        lines.append(f"- `{declared.get(_canonical(package), package)}` (saved with {saved_with})")
+    return (
+        "Loading the folder's own code (`trust_remote_code=True`, no emvision) needs:\n\n" + "\n".join(lines)
+        + "\n\nA missing package is named by transformers before any model code runs. With emvision installed "
+        "(this project's package), `import emvision.modeling` registers the classes and `trust_remote_code` is not needed."
+    )
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _evaluation_markdown(results: dict, label_conditioned: bool, protocol_note: str) -> str:
@@ -196,6 +229,7 @@ def build_model_card(
         training_procedure=training_procedure,
         evaluation=_evaluation_markdown(results, label_conditioned, protocol_note),
         limitations="\n".join(limitations),
+        requirements=requirements_markdown(family),
         license_text=f"Model weights and code: {license}. The SEM dataset of Aversa et al. (2018) is CC BY 4.0.",
         citations=CITATIONS.read_text(),
     )
