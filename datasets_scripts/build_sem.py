@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from emvision.datasets_scripts.prompts import FAMILY_BY_ID, PROMPT_FAMILIES, PROMPT_VERSION, caption_for
+from emvision.vocabulary import FAMILY_BY_ID, PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.schema import (
     DEFAULT_NUM_FOLDS,
     DEFAULT_SHORT_SIDE,
@@ -72,7 +72,7 @@ from emvision.datasets_scripts.sources import (
     normalize_class_name,
     read_table,
 )
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 ARCHIVE_DOI = "10.23728/b2share.80df8606fcdb4b2bae1656f0dc6db8ba"
 ARCHIVE_LICENSE = "cc-by-4.0"

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from emvision.datasets_scripts.prompts import (
+from emvision.vocabulary import (
     FAMILY_BY_ID,
     PROMPT_VERSION,
     TEACHER_SYSTEM_PROMPT,

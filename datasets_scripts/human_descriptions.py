@@ -10,9 +10,9 @@ built from them says ``source="human"``.
 
 from __future__ import annotations
 
-from emvision.datasets_scripts.prompts import class_description_prompt
+from emvision.vocabulary import class_description_prompt
 from emvision.datasets_scripts.schema import HUMAN_SOURCE
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 HUMAN_DESCRIPTIONS: dict[str, str] = {
     "Biological": (

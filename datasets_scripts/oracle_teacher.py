@@ -22,10 +22,10 @@ import json
 import random
 from collections.abc import Mapping
 
-from emvision.datasets_scripts.prompts import FAMILY_BY_ID, class_description_prompt
+from emvision.vocabulary import FAMILY_BY_ID, class_description_prompt
 from emvision.datasets_scripts.schema import ORACLE_TEACHER
 from emvision.datasets_scripts.synthetic_sem import CLASS_SPECS, format_length
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 __all__ = ["CATEGORY_NAMES", "ORACLE_TEACHER", "oracle_answer", "oracle_answers", "oracle_class_descriptions", "size_phrase"]
 

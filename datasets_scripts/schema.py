@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from datasets import ClassLabel, Features, Image, Value
 
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 SUBSETS = ("images", "vqa", "class_descriptions")
 DEFAULT_NUM_FOLDS = 10

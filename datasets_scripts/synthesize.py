@@ -44,7 +44,7 @@ import PIL
 from tqdm.auto import tqdm
 
 from emvision.datasets_scripts.oracle_teacher import oracle_answers, oracle_class_descriptions
-from emvision.datasets_scripts.prompts import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
+from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.schema import (
     DEFAULT_NUM_FOLDS,
     DEFAULT_SHORT_SIDE,
@@ -58,7 +58,7 @@ from emvision.datasets_scripts.schema import (
     vqa_features,
 )
 from emvision.datasets_scripts.synthetic_sem import GENERATOR_NAME, GENERATOR_VERSION, generate_micrograph
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 DEFAULT_NUM_IMAGES = 2000  # the main training job's default
 DEFAULT_DESCRIPTIONS_PER_CLASS = 5

@@ -43,7 +43,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 GENERATOR_NAME = "emvision.synthetic_sem"
 GENERATOR_VERSION = "1.0"

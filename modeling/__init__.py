@@ -1,5 +1,8 @@
 """emvision models. Importing this package registers every class with the transformers Auto classes,
-and marks them for ``register_for_auto_class`` so saved folders carry their code (Hub remote code)."""
+and marks them for ``register_for_auto_class`` so saved folders carry their code (Hub remote code).
+
+This is the one place where the model layer meets ``emvision.processing`` (the processors registered
+with the Auto classes); no model module imports processing, data or training code."""
 
 from transformers import (
     AutoConfig,
@@ -19,7 +22,6 @@ from .configuration_hnf import HNFConfig
 from .configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
 from .modeling_hnf import HNFForImageClassification, HNFModel, HNFPreTrainedModel
 from .modeling_mvaema import MVaEMaForQuestionAnswering, MVaEMaOutput, MVaEMaPreTrainedModel
-from .sem_categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES, category_display_name
 
 # MVaEMa: config, model (also the VQA auto class), processor and tokenizer
 AutoConfig.register(MVaEMaConfig.model_type, MVaEMaConfig, exist_ok=True)
@@ -45,8 +47,6 @@ for _config in (MVaEMaConfig, HNFConfig):
 MicrographImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
-    "ARCHIVE_PREFIX_TO_CATEGORY",
-    "SEM_CATEGORIES",
     "HNFConfig",
     "HNFForImageClassification",
     "HNFModel",
@@ -57,5 +57,4 @@ __all__ = [
     "MVaEMaPreTrainedModel",
     "MVaEMaTextConfig",
     "MVaEMaVisionConfig",
-    "category_display_name",
 ]

@@ -9,7 +9,10 @@ try:  # transformers >= 5
 except ImportError:  # pragma: no cover - transformers 4.x
     SubConfigSpec = None
 
-from .sem_categories import SEM_CATEGORIES, category_display_name
+try:  # emvision's vocabulary supplies the defaults of a new config (the 10 categories and their display names)
+    from emvision.vocabulary import SEM_CATEGORIES, category_display_name
+except ImportError:  # loaded as Hub remote code without emvision: a saved config.json carries labels and descriptions
+    SEM_CATEGORIES, category_display_name = (), None
 
 IMAGE_ENCODERS = ("hnf", "vit")
 FUSIONS = ("cross_attention", "concat")
@@ -173,7 +176,7 @@ class HNFConfig(PretrainedConfig):
         description_max_length=256,
         **kwargs,
     ):
-        if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
+        if kwargs.get("id2label") is None and kwargs.get("num_labels") is None and SEM_CATEGORIES:
             kwargs["id2label"] = dict(enumerate(SEM_CATEGORIES))
         if kwargs.get("id2label") is not None and kwargs.get("label2id") is None:
             kwargs["label2id"] = {name: int(i) for i, name in kwargs["id2label"].items()}
@@ -247,7 +250,8 @@ class HNFConfig(PretrainedConfig):
     def descriptions_per_class(self) -> dict[str, list[str]]:
         """The texts the text branch encodes: `class_descriptions`, or each class's name when there are none."""
         if self.class_descriptions is None:
-            return {name: [category_display_name(name)] for name in self.label_names}
+            display = category_display_name or str  # without emvision (remote code), the label names as they are
+            return {name: [display(name)] for name in self.label_names}
         return {name: self.class_descriptions[name] for name in self.label_names}
 
     def _validate(self):

@@ -4,75 +4,18 @@ The defaults are the paper's model: 224x224x3 micrographs cut into non-overlappi
 hidden size 64 for the patch and position embeddings of both modalities, and 4 attention heads of
 16 dimensions in every self-, cross- and causal self-attention layer.
 
-This file is copied next to the weights as remote code: it imports only `transformers` and, relatively,
-`sem_categories`.
+This file is copied next to the weights as remote code: it needs only `transformers`. The defaults of a new
+config come from `emvision.vocabulary` when emvision is installed; a saved config carries its own values.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .sem_categories import SEM_CATEGORIES
-
-# Same wording as `emvision.datasets_scripts.prompts.CLASSIFICATION_QUESTION`; duplicated so that a model
-# loaded as remote code (without emvision installed) can still classify. A test keeps the two equal.
-CLASSIFICATION_QUESTION = "What type of nanomaterial is shown in this image?"
-
-# The tokens MVaEMa needs, by role. The default tokenizer (`emvision.processing.tokenization_micrograph`)
-# stores them first, in this order, so their ids are 0..7 and match the text-config defaults below.
-MVAEMA_SPECIAL_TOKENS = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",  # starts the unimodal text encoder's input; its output is the ITC text summary
-    "sep_token": "[SEP]",  # ends the question in the decoder prompt
-    "mask_token": "[MASK]",
-    "enc_token": "[ENC]",  # replaces [CLS] in the image-grounded text encoder; its output feeds the ITM head
-    "bos_token": "[DEC]",  # starts the image-grounded text decoder
-    "eos_token": "[EOS]",  # ends every answer
-}
-
-
-def add_mvaema_special_tokens(tokenizer):
-    """Give any Hugging Face tokenizer the special tokens MVaEMa needs; returns the number of tokens added.
-
-    Roles the tokenizer already fills (e.g. BERT's [CLS], [SEP], [PAD]) are kept; the decoder's start and
-    end tokens are always MVaEMa's own [DEC] and [EOS], and [ENC] is added as an extra special token. Resize
-    the model's embeddings afterwards if tokens were added (`from_pretrained_components` does it).
-    """
-    roles = {}
-    for role in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"):
-        if getattr(tokenizer, role, None) is None:
-            roles[role] = MVAEMA_SPECIAL_TOKENS[role]
-    if tokenizer.bos_token != MVAEMA_SPECIAL_TOKENS["bos_token"]:
-        roles["bos_token"] = MVAEMA_SPECIAL_TOKENS["bos_token"]
-    if tokenizer.eos_token != MVAEMA_SPECIAL_TOKENS["eos_token"]:
-        roles["eos_token"] = MVAEMA_SPECIAL_TOKENS["eos_token"]
-    size_before = len(tokenizer)
-    if roles:
-        tokenizer.add_special_tokens(roles)
-    enc = MVAEMA_SPECIAL_TOKENS["enc_token"]
-    if enc not in tokenizer.get_vocab():
-        tokenizer.add_tokens([enc], special_tokens=True)
-    return len(tokenizer) - size_before
-
-
-def special_token_ids(tokenizer) -> dict[str, int]:
-    """The text-config token-id fields read from a tokenizer that has MVaEMa's special tokens."""
-    ids = {
-        "pad_token_id": tokenizer.pad_token_id,
-        "cls_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "enc_token_id": tokenizer.convert_tokens_to_ids(MVAEMA_SPECIAL_TOKENS["enc_token"]),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    missing = [name for name, value in ids.items() if value is None or value == tokenizer.unk_token_id]
-    if missing:
-        raise ValueError(
-            f"tokenizer {type(tokenizer).__name__} lacks MVaEMa's special tokens for {missing}; "
-            "call add_mvaema_special_tokens(tokenizer) (emvision.processing.prepare_tokenizer) first"
-        )
-    return ids
+try:  # emvision's vocabulary supplies the defaults of a new config (the 10 categories, the classification question)
+    from emvision.vocabulary import CLASSIFICATION_QUESTION, SEM_CATEGORIES
+except ImportError:  # loaded as Hub remote code without emvision: a saved config.json carries both values
+    CLASSIFICATION_QUESTION, SEM_CATEGORIES = None, ()
 
 
 class MVaEMaVisionConfig(PreTrainedConfig):
@@ -306,7 +249,7 @@ class MVaEMaConfig(PreTrainedConfig):
         self.classification_question = classification_question
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
-        if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
+        if kwargs.get("id2label") is None and kwargs.get("num_labels") is None and SEM_CATEGORIES:
             kwargs["id2label"] = dict(enumerate(SEM_CATEGORIES))
         super().__init__(**kwargs)
         if self.label2id is None or set(self.label2id) != set(self.id2label.values()):
@@ -341,12 +284,4 @@ def _check_heads(field: str, hidden_size: int, num_attention_heads: int) -> None
         )
 
 
-__all__ = [
-    "CLASSIFICATION_QUESTION",
-    "MVAEMA_SPECIAL_TOKENS",
-    "MVaEMaConfig",
-    "MVaEMaTextConfig",
-    "MVaEMaVisionConfig",
-    "add_mvaema_special_tokens",
-    "special_token_ids",
-]
+__all__ = ["MVaEMaConfig", "MVaEMaTextConfig", "MVaEMaVisionConfig"]

@@ -11,7 +11,7 @@ Attention runs on `torch.nn.functional.scaled_dot_product_attention`; single-tok
 plain matmuls instead, which are faster on CPU at these sizes.
 
 Copied next to the weights as remote code: imports only torch, transformers and, relatively, the
-configuration, the losses and the category names.
+configuration and the losses (emvision's vocabulary is optional there: it only supplies defaults).
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from transformers.utils import generic as _generic
 # the keyword) and in what `generate` passes to `forward`. The name this installation uses:
 CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_key_values"
 
-from .configuration_mvaema import (
-    MVaEMaConfig,
-    MVaEMaTextConfig,
-    MVaEMaVisionConfig,
-    add_mvaema_special_tokens,
-    special_token_ids,
-)
+from .configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
 from .losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
-from .sem_categories import category_display_name
+
+try:  # emvision's vocabulary: the default zero-shot candidates and the special-token helpers
+    from emvision.vocabulary import add_mvaema_special_tokens, category_display_name, special_token_ids
+except ImportError:  # loaded as Hub remote code without emvision: pass `candidates` to `classify`
+    add_mvaema_special_tokens = category_display_name = special_token_ids = None
 
 
 @dataclass
@@ -772,6 +770,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             image_embeds = self.vision_model(pixel_values)
         text = self.config.text_config
         if candidates is None:
+            if category_display_name is None:
+                raise ValueError("without emvision installed, pass the candidate answers: classify(..., candidates=[...])")
             candidates = [category_display_name(self.config.id2label[index]) for index in sorted(self.config.id2label)]
         question = question if question is not None else self.config.classification_question
         batch_size, device = image_embeds.shape[0], image_embeds.device
@@ -836,6 +836,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         """
         from transformers import AutoModel, AutoTokenizer
 
+        if add_mvaema_special_tokens is None:
+            raise ImportError("from_pretrained_components needs emvision installed (its vocabulary of special tokens)")
         config = copy.deepcopy(config) if config is not None else MVaEMaConfig(**config_kwargs)
         vision_source = text_source = None
         if vision_model_name_or_path is not None:

@@ -21,8 +21,15 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from emvision.modeling.configuration_mvaema import MVAEMA_SPECIAL_TOKENS, add_mvaema_special_tokens
-from emvision.modeling.sem_categories import SEM_CATEGORIES, category_display_name
+from emvision.vocabulary import (
+    CLASSIFICATION_QUESTION,
+    MVAEMA_SPECIAL_TOKENS,
+    PROMPT_FAMILIES,
+    SEM_CATEGORIES,
+    add_mvaema_special_tokens,
+    caption_for,
+    category_display_name,
+)
 
 DOMAIN_CORPUS = Path(__file__).with_name("domain_corpus.txt")
 DEFAULT_VOCAB_SIZE = 2048
@@ -100,8 +107,6 @@ def train_wordpiece_tokenizer(
 
 def domain_texts(corpus_path: str | Path = DOMAIN_CORPUS) -> list[str]:
     """The default tokenizer's training text: the corpus lines, the paper's prompts and the class names."""
-    from emvision.datasets_scripts.prompts import CLASSIFICATION_QUESTION, PROMPT_FAMILIES, caption_for
-
     path = Path(corpus_path)
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer corpus not found: {path}")

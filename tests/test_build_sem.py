@@ -34,9 +34,9 @@ from emvision.datasets_scripts.build_sem import (
     prepare_image,
     push_to_hub,
 )
-from emvision.datasets_scripts.prompts import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
+from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.sources import ClassMatcher, SourceFile
-from emvision.modeling.sem_categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
+from emvision.vocabulary import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
 
 CATEGORY_TO_PREFIX = {name: k for k, name in ARCHIVE_PREFIX_TO_CATEGORY.items()}
 # the folder layout spells categories the ways people do

@@ -24,12 +24,12 @@ from datasets import Dataset, Image, load_from_disk
 from PIL import Image as PILImage
 
 from emvision.datasets_scripts import generate_qa as gq
-from emvision.datasets_scripts.prompts import FAMILY_BY_ID, PROMPT_VERSION, caption_for
+from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.schema import assign_folds, class_descriptions_features, images_features, vqa_features
 from emvision.datasets_scripts.teacher_cache import CachedAnswer, TeacherCache, cache_key
 from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
 from emvision.datasets_scripts.teacher_cost import Pricing, image_tokens
-from emvision.modeling.sem_categories import SEM_CATEGORIES, category_display_name
+from emvision.vocabulary import SEM_CATEGORIES, category_display_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_fake_server import FAULT_KINDS, FakeOpenAIServer, Fault, scripted_faults, seeded_faults  # noqa: E402

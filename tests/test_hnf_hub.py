@@ -21,7 +21,8 @@ from transformers import (
     pipeline,
 )
 
-from emvision.modeling import SEM_CATEGORIES, HNFConfig, HNFForImageClassification, HNFModel
+from emvision.modeling import HNFConfig, HNFForImageClassification, HNFModel
+from emvision.vocabulary import SEM_CATEGORIES
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 from emvision.train import pretrain_text_mlm
 
@@ -181,7 +182,7 @@ def description_subset(tmp_path_factory):
     """A class_descriptions subset as the data scripts write it (hand-written rows, source="human")."""
     from datasets import Dataset
 
-    from emvision.datasets_scripts.prompts import class_description_prompt
+    from emvision.vocabulary import class_description_prompt
     from emvision.datasets_scripts.schema import HUMAN_SOURCE, class_descriptions_features
 
     rows = [

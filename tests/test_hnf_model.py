@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emvision.modeling import SEM_CATEGORIES, HNFConfig, HNFForImageClassification, HNFModel
+from emvision.modeling import HNFConfig, HNFForImageClassification, HNFModel
+from emvision.vocabulary import SEM_CATEGORIES
 from emvision.modeling.hnf_graph import HNFGraphBlock, build_vision_graph
 from emvision.modeling.modeling_hnf import HNFLayer, HNFTransformerBlock
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor

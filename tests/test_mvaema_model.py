@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
-from emvision.modeling.configuration_mvaema import CLASSIFICATION_QUESTION, MVaEMaTextConfig, MVaEMaVisionConfig
+from emvision.modeling.configuration_mvaema import MVaEMaTextConfig, MVaEMaVisionConfig
+from emvision.vocabulary import CLASSIFICATION_QUESTION
 from emvision.modeling.losses import contrastive_loss
 
 PAD, CLS, SEP, ENC, DEC, EOS = 0, 2, 3, 5, 6, 7
@@ -77,12 +78,6 @@ def test_paper_defaults():
     assert image_tokens.shape == (1, 50, 64)
     attention = model.text_model.layers[0].cross_attention.attention
     assert (attention.num_heads, attention.head_dim) == (4, 16)
-
-
-def test_classification_question_matches_the_prompt_module():
-    from emvision.datasets_scripts.prompts import CLASSIFICATION_QUESTION as dataset_question
-
-    assert CLASSIFICATION_QUESTION == dataset_question
 
 
 def test_config_errors_name_the_field():

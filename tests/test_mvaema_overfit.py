@@ -158,7 +158,7 @@ def test_remote_code_without_emvision_gives_identical_outputs(trained, tmp_path)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    for name in ("modeling_mvaema.py", "configuration_mvaema.py", "losses.py", "sem_categories.py", "processing_mvaema.py"):
+    for name in ("modeling_mvaema.py", "configuration_mvaema.py", "losses.py", "processing_mvaema.py"):
         assert (folder / name).is_file(), name
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"paths": trained["paths"], "questions": trained["questions"]}))

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoProcessor, AutoTokenizer, BertTokenizer
 
 from emvision.modeling import MVaEMaConfig
-from emvision.modeling.configuration_mvaema import MVAEMA_SPECIAL_TOKENS, special_token_ids
+from emvision.vocabulary import MVAEMA_SPECIAL_TOKENS, special_token_ids
 from emvision.processing import (
     MVaEMaProcessor,
     build_default_processor,

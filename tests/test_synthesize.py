@@ -16,7 +16,7 @@ import pytest
 
 from emvision.datasets_scripts import synthesize as synth
 from emvision.datasets_scripts.oracle_teacher import CATEGORY_NAMES, oracle_answer, oracle_answers, oracle_class_descriptions
-from emvision.datasets_scripts.prompts import FAMILY_BY_ID, PROMPT_VERSION, caption_for, class_description_prompt
+from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for, class_description_prompt
 from emvision.datasets_scripts.schema import class_descriptions_features, images_features, sha256_bytes, vqa_features
 from emvision.datasets_scripts.synthetic_sem import (
     CLASS_SPECS,
@@ -25,7 +25,7 @@ from emvision.datasets_scripts.synthetic_sem import (
     format_length,
     generate_micrograph,
 )
-from emvision.modeling.sem_categories import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES
 
 CLI_IMAGES, CLI_FOLDS, CLI_SEED = 20, 2, 3
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from emvision.modeling.sem_categories import category_display_name
+from emvision.vocabulary import category_display_name
 from emvision.train.data import ImageCollator, split_by_fold
 from emvision.train.metrics.classification import classification_report, save_classification_report
 from emvision.train.metrics.vqa_loader import load_vqa_metric

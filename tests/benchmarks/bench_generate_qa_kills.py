@@ -35,7 +35,7 @@ def build_images(root: Path, short_side: int = 64) -> Path:
     from PIL import Image
 
     from emvision.datasets_scripts.schema import assign_folds, images_features
-    from emvision.modeling.sem_categories import SEM_CATEGORIES
+    from emvision.vocabulary import SEM_CATEGORIES
 
     rows = []
     for path in sorted(p for p in (REPO / "tests" / "fixtures" / "real_sem").rglob("*") if p.suffix.lower() in {".jpg", ".png"}):

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import BlipConfig, BlipForQuestionAnswering
 
-from emvision.datasets_scripts.prompts import PROMPT_FAMILIES
+from emvision.vocabulary import PROMPT_FAMILIES
 from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
 from emvision.processing import build_default_tokenizer
 from emvision.processing.processing_mvaema import DEFAULT_ITC_MAX_LENGTH

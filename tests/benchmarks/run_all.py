@@ -227,7 +227,7 @@ def mvaema_and_blip(image_size: int = 224):
 
 def hnf_and_vit(class_names=None, image_size: int = 224):
     from emvision.modeling import HNFConfig, HNFForImageClassification
-    from emvision.modeling.sem_categories import SEM_CATEGORIES
+    from emvision.vocabulary import SEM_CATEGORIES
     from emvision.train.baselines import build_vit_baseline
 
     names = list(class_names or SEM_CATEGORIES)

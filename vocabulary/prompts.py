@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emvision.modeling.sem_categories import category_display_name
+from .categories import category_display_name
 
 PROMPT_VERSION = "mvaema-paper-v1"
 
