@@ -47,7 +47,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_FAMILIES, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.schema import (
+from emvision.datasets_scripts.storage import (
     DEFAULT_NUM_FOLDS,
     DEFAULT_SHORT_SIDE,
     HUMAN_SOURCE,

@@ -395,7 +395,7 @@ def write_subsets(output_dir: str | Path, dataset_dir: str | Path, plan: Plan, c
 def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_path: str | Path) -> dict[str, int]:
     from datasets import Dataset
 
-    from emvision.datasets_scripts.schema import class_descriptions_features, vqa_features
+    from emvision.datasets_scripts.storage import class_descriptions_features, vqa_features
 
     counts = {}
     with TeacherCache(cache_path, readonly=True) as cache:

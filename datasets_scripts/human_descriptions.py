@@ -11,7 +11,7 @@ built from them says ``source="human"``.
 from __future__ import annotations
 
 from emvision.vocabulary import class_description_prompt
-from emvision.datasets_scripts.schema import HUMAN_SOURCE
+from emvision.datasets_scripts.storage import HUMAN_SOURCE
 from emvision.vocabulary import SEM_CATEGORIES
 
 HUMAN_DESCRIPTIONS: dict[str, str] = {

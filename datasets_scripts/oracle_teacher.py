@@ -23,7 +23,7 @@ import random
 from collections.abc import Mapping
 
 from emvision.vocabulary import FAMILY_BY_ID, class_description_prompt
-from emvision.datasets_scripts.schema import ORACLE_TEACHER
+from emvision.datasets_scripts.storage import ORACLE_TEACHER
 from emvision.datasets_scripts.synthetic_sem import CLASS_SPECS, format_length
 from emvision.vocabulary import SEM_CATEGORIES
 

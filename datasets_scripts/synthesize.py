@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from emvision.datasets_scripts.oracle_teacher import oracle_answers, oracle_class_descriptions
 from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.schema import (
+from emvision.datasets_scripts.storage import (
     DEFAULT_NUM_FOLDS,
     DEFAULT_SHORT_SIDE,
     ORACLE_TEACHER,

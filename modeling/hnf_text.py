@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from itertools import chain
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertModel, ByT5Tokenizer
 from transformers.utils import logging
-
-
-def class_descriptions_from_rows(rows: Iterable[Mapping], label_names: list[str]) -> tuple[dict[str, list[str]], str]:
-    """Group rows of a `class_descriptions` subset (label, name, description, source, ...) by class.
-
-    `label` may be the class index or its name. Returns the `class_descriptions` mapping HNFConfig takes and
-    the sources joined with `+`, in first-seen order (for `class_descriptions_source`).
-    """
-    descriptions: dict[str, list[str]] = {name: [] for name in label_names}
-    sources: list[str] = []
-    for position, row in enumerate(rows):
-        label = row["label"]
-        name = label_names[label] if isinstance(label, int) else label
-        if name not in descriptions:
-            raise ValueError(f"class_descriptions row {position}: label {label!r} is not one of {label_names}")
-        text = (row.get("description") or "").strip()
-        if not text:
-            raise ValueError(f"class_descriptions row {position} ({name}): empty description")
-        descriptions[name].append(text)
-        if row.get("source") and row["source"] not in sources:
-            sources.append(row["source"])
-    missing = [name for name, texts in descriptions.items() if not texts]
-    if missing:
-        raise ValueError(f"class_descriptions: no description for {missing}")
-    return descriptions, "+".join(sources)
 
 
 def load_description_tokenizer(config):

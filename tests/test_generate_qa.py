@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 
 from emvision.datasets_scripts import generate_qa as gq
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.schema import assign_folds, class_descriptions_features, images_features, vqa_features
+from emvision.datasets_scripts.storage import assign_folds, class_descriptions_features, images_features, vqa_features
 from emvision.datasets_scripts.teacher_cache import CachedAnswer, TeacherCache, cache_key
 from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
 from emvision.datasets_scripts.teacher_cost import Pricing, image_tokens

@@ -183,7 +183,7 @@ def description_subset(tmp_path_factory):
     from datasets import Dataset
 
     from emvision.vocabulary import class_description_prompt
-    from emvision.datasets_scripts.schema import HUMAN_SOURCE, class_descriptions_features
+    from emvision.datasets_scripts.storage import HUMAN_SOURCE, class_descriptions_features
 
     rows = [
         {"label": index, "name": name, "description": HAND_WRITTEN_DESCRIPTIONS[name], "source": HUMAN_SOURCE,
@@ -209,14 +209,14 @@ def pretrained_text_folder(description_subset, tmp_path_factory):
 def test_class_descriptions_subset_feeds_the_config(description_subset):
     from datasets import load_from_disk
 
-    from emvision.modeling.hnf_text import class_descriptions_from_rows
+    from emvision.datasets_scripts.storage import class_descriptions_by_class
 
-    descriptions, source = class_descriptions_from_rows(load_from_disk(str(description_subset)), list(SEM_CATEGORIES))
+    descriptions, source = class_descriptions_by_class(load_from_disk(str(description_subset)), list(SEM_CATEGORIES))
     assert source == "human" and descriptions["Powder"] == [HAND_WRITTEN_DESCRIPTIONS["Powder"]]
     model = HNFModel(narrow_config(class_descriptions=descriptions, class_descriptions_source=source))
     assert model.text_encoder.description_labels.tolist() == list(range(10))
     with pytest.raises(ValueError, match="row 1: label 'Gold'"):
-        class_descriptions_from_rows([{"label": 0, "description": "x"}, {"label": "Gold", "description": "y"}], list(SEM_CATEGORIES))
+        class_descriptions_by_class([{"label": 0, "description": "x"}, {"label": "Gold", "description": "y"}], list(SEM_CATEGORIES))
 
 
 def test_mlm_pretraining_learns_and_saves_a_loadable_folder(pretrained_text_folder):

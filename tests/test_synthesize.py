@@ -17,7 +17,7 @@ import pytest
 from emvision.datasets_scripts import synthesize as synth
 from emvision.datasets_scripts.oracle_teacher import CATEGORY_NAMES, oracle_answer, oracle_answers, oracle_class_descriptions
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for, class_description_prompt
-from emvision.datasets_scripts.schema import class_descriptions_features, images_features, sha256_bytes, vqa_features
+from emvision.datasets_scripts.storage import class_descriptions_features, images_features, sha256_bytes, vqa_features
 from emvision.datasets_scripts.synthetic_sem import (
     CLASS_SPECS,
     REFERENCE_DISPLAY_WIDTH_MM,

@@ -18,7 +18,6 @@ import argparse
 import math
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 
@@ -84,23 +83,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def class_descriptions_from(source, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
     """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source."""
+    from emvision.datasets_scripts.storage import class_descriptions_by_class
+
     table = source.load("class_descriptions", required=False)
     if table is None or len(table) == 0:
         return None, None
     names = table.features["label"].names
-    by_class: dict[str, list[str]] = {name: [] for name in class_names}
-    sources = Counter()
-    for row in table:
-        name = names[row["label"]]
-        if name in by_class:
-            by_class[name].append(row["description"])
-            sources[row["source"]] += 1
-    missing = [name for name, texts in by_class.items() if not texts]
-    if missing:
-        raise ValueError(f"{source.name}: class_descriptions has no description for {missing}")
-    # the model stores the same number of descriptions per class
-    per_class = min(len(texts) for texts in by_class.values())
-    return {name: texts[:per_class] for name, texts in by_class.items()}, ", ".join(sorted(sources))
+    try:
+        return class_descriptions_by_class(({**row, "label": names[row["label"]]} for row in table), class_names)
+    except ValueError as error:
+        raise ValueError(f"{source.name}: {error}") from error
 
 
 def build_model(args, class_names: list[str], descriptions, descriptions_source):

@@ -101,7 +101,7 @@ def resolve_dataset(args, accelerator, *, output_dir: str | Path) -> DatasetSour
 
 
 def split_by_fold(dataset: Dataset, args) -> tuple[Dataset, Dataset, Dataset]:
-    from emvision.train.engine import fold_splits
+    from emvision.datasets_scripts.storage import fold_splits
 
     train_rows, val_rows, test_rows = fold_splits(list(dataset["fold"]), args.fold, args.num_folds)
     if not train_rows or not val_rows or not test_rows:

@@ -320,25 +320,4 @@ def default_output_dir(script: str) -> str:
     return os.path.join("outputs", script)
 
 
-def fold_splits(folds: list[int], fold: int, num_folds: int) -> tuple[list[int], list[int], list[int]]:
-    """Row indices of (train, validation, test) for cross-validation fold ``fold``.
-
-    The test fold is ``fold``; the next fold (mod K) is the validation fold that drives early
-    stopping and the learning-rate schedule; the other K-2 folds train.
-    """
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"--fold must be in [0, {num_folds}), got {fold}")
-    if num_folds < 3:
-        raise ValueError("--num_folds must be at least 3 (train, validation and test folds)")
-    present = sorted(set(folds))
-    if present and max(present) >= num_folds:
-        raise ValueError(f"the dataset has fold {max(present)} but --num_folds is {num_folds}")
-    val_fold = (fold + 1) % num_folds
-    train, val, test = [], [], []
-    for row, f in enumerate(folds):
-        f = f % num_folds
-        (test if f == fold else val if f == val_fold else train).append(row)
-    return train, val, test
-
-
 Collate = Callable[[list[dict]], dict]

@@ -34,7 +34,7 @@ def build_images(root: Path, short_side: int = 64) -> Path:
     from datasets import Dataset
     from PIL import Image
 
-    from emvision.datasets_scripts.schema import assign_folds, images_features
+    from emvision.datasets_scripts.storage import assign_folds, images_features
     from emvision.vocabulary import SEM_CATEGORIES
 
     rows = []

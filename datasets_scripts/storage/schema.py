@@ -13,8 +13,6 @@ images, oracle answers and hand-written descriptions can never pass for real dat
 from __future__ import annotations
 
 import hashlib
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 from datasets import ClassLabel, Features, Image, Value
@@ -22,7 +20,6 @@ from datasets import ClassLabel, Features, Image, Value
 from emvision.vocabulary import SEM_CATEGORIES
 
 SUBSETS = ("images", "vqa", "class_descriptions")
-DEFAULT_NUM_FOLDS = 10
 DEFAULT_SHORT_SIDE = 256
 SYNTHETIC_SOURCE = "synthetic"
 ORACLE_TEACHER = "oracle-synthetic"
@@ -79,28 +76,3 @@ def class_descriptions_features(names: Sequence[str] = SEM_CATEGORIES) -> Featur
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def assign_folds(image_ids: Sequence[str], labels: Sequence[int], num_folds: int = DEFAULT_NUM_FOLDS, seed: int = 0) -> list[int]:
-    """Stratified, seeded fold per row; independent of row order (rows are ranked by image_id).
-
-    Within each class the images are shuffled and dealt round-robin, so every fold holds
-    floor or ceil of n_class / num_folds images of that class.
-    """
-    if num_folds < 1:
-        raise ValueError(f"num_folds must be >= 1, got {num_folds}")
-    if len(image_ids) != len(labels):
-        raise ValueError(f"{len(image_ids)} image_ids but {len(labels)} labels")
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for row, label in enumerate(labels):
-        by_class[label].append(row)
-    folds = [0] * len(labels)
-    offset = 0
-    for label in sorted(by_class):
-        rows = sorted(by_class[label], key=lambda r: image_ids[r])
-        random.Random(f"{seed}-{label}").shuffle(rows)
-        for position, row in enumerate(rows):
-            # the offset spreads the classes' remainders over different folds
-            folds[row] = (position + offset) % num_folds
-        offset += len(rows)
-    return folds
