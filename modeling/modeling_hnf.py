@@ -25,14 +25,24 @@ from .hnf_text import HNFTextEncoder
 
 @dataclass
 class HNFModelOutput(ModelOutput):
-    """
-    pooler_output (`(batch_size, fused_size)`): The fused image-text embedding the classifier reads.
-    image_embeds (`(batch_size, hidden_size)`): The hierarchical image embedding (last gate output).
-    text_embeds (`(num_descriptions, hidden_size)`, *optional*): One embedding per stored class description.
-    gate_weights (`tuple` of `(batch_size, 2)`, *optional*): Per HNF layer, the gate's weights over the
-        (sequence, graph) experts; each row sums to 1.
-    hidden_states (`tuple` of `(batch_size, hidden_size)`, *optional*): The summary after each layer.
-    label_conditioned (`bool`): True when the text side saw the images' labels (paper protocol).
+    r"""
+    Outputs of [`HNFModel`].
+
+    Args:
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, fused_size)`):
+            The fused image-text embedding the classifier reads.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The hierarchical image embedding (the last layer's gate output).
+        text_embeds (`torch.FloatTensor` of shape `(num_descriptions, hidden_size)`, *optional*):
+            One embedding per stored class description (absent without the text branch).
+        gate_weights (`tuple(torch.FloatTensor)`, one `(batch_size, 2)` tensor per HNF layer, *optional*):
+            The gate's weights over the (sequence, graph) experts; each row sums to 1.
+        hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
+            One tensor per layer of shape `(batch_size, num_patches_l + 1, hidden_size)`: the layer's token states
+            `[patch tokens, CLS]` after its sequence branch (the merged ODE end states). Layers cut the image at
+            their own patch size, so `num_patches_l` differs between layers (196, 64 and 49 by default).
+        label_conditioned (`bool`):
+            True when the text side saw the images' labels (the paper's protocol).
     """
 
     pooler_output: torch.Tensor | None = None
@@ -45,7 +55,11 @@ class HNFModelOutput(ModelOutput):
 
 @dataclass
 class HNFImageClassifierOutput(ImageClassifierOutput):
-    """`ImageClassifierOutput` plus HNF's embeddings, gate weights and the `label_conditioned` marker."""
+    r"""
+    Outputs of [`HNFForImageClassification`]: `ImageClassifierOutput` (`loss`, `logits`, `hidden_states` as in
+    [`HNFModelOutput`]) plus HNF's embeddings, gate weights and the `label_conditioned` marker (see
+    [`HNFModelOutput`]). `attentions` is always `None` (see `output_attentions` in `HNFModel.forward`).
+    """
 
     image_embeds: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
@@ -126,16 +140,20 @@ class HNFLayer(GradientCheckpointingLayer):
         self.gate = HNFModalityGate(config)
 
     def forward(
-        self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cls_token, virtual_token: (B, d). Returns the gate output (B, d) and the gate weights (B, 2)."""
+        self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor, keep_tokens: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """cls_token, virtual_token: (B, d). Returns the gate output (B, d), the gate weights (B, 2) and, with
+        `keep_tokens`, the sequence branch's token states (B, N + 1, d) [patches, CLS]."""
         patch_content, patch_tokens = self.patch_embedding(pixel_values)
         sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
-        cls_summary = self.sequence_norm(self.sequence_branch(sequence, keep=-1))  # only the CLS leaves the layer
+        # only the CLS leaves the layer, so the ODE merges only that position unless every token is asked for
+        tokens = self.sequence_branch(sequence, keep=slice(None) if keep_tokens else slice(-1, None))
+        cls_summary = self.sequence_norm(tokens[:, -1])
         nodes = torch.cat([patch_tokens, virtual_token.unsqueeze(1)], dim=1)  # [patches, virtual node]
         nodes, _ = self.graph_branch(patch_content, nodes)
         virtual_summary = self.graph_norm(nodes[:, -1])
-        return self.gate(cls_summary, virtual_summary)
+        summary, gate_weights = self.gate(cls_summary, virtual_summary)
+        return summary, gate_weights, tokens if keep_tokens else None
 
 
 class HNFHierarchicalEncoder(nn.Module):
@@ -148,16 +166,17 @@ class HNFHierarchicalEncoder(nn.Module):
         self.virtual_token = nn.Parameter(torch.zeros(1, config.hidden_size))
         self.layers = nn.ModuleList([HNFLayer(config, index) for index in range(config.num_hidden_layers)])
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple, tuple]:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple, tuple | None]:
+        """The image embedding (B, d), the gate weights per layer and, when asked, each layer's token states."""
         batch = pixel_values.shape[0]
         cls_token, virtual_token = self.cls_token.expand(batch, -1), self.virtual_token.expand(batch, -1)
-        summaries, gate_weights = [], []
+        token_states, gate_weights = [], []
         for layer in self.layers:
-            summary, weights = layer(pixel_values, cls_token, virtual_token)
+            summary, weights, tokens = layer(pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states)
             cls_token = virtual_token = summary
-            summaries.append(summary)
+            token_states.append(tokens)
             gate_weights.append(weights)
-        return summary, tuple(gate_weights), tuple(summaries)
+        return summary, tuple(gate_weights), tuple(token_states) if output_hidden_states else None
 
 
 class HNFTransformerBlock(GradientCheckpointingLayer):
@@ -185,14 +204,14 @@ class HNFViTEncoder(nn.Module):
         self.layers = nn.ModuleList([HNFTransformerBlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None, tuple]:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, None, tuple | None]:
         _, tokens = self.patch_embedding(pixel_values)
         tokens = torch.cat([tokens, self.cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
-        summaries = []
+        token_states = []
         for layer in self.layers:
             tokens = layer(tokens)
-            summaries.append(tokens[:, -1])
-        return self.norm(tokens[:, -1]), None, tuple(summaries)
+            token_states.append(tokens)
+        return self.norm(tokens[:, -1]), None, tuple(token_states) if output_hidden_states else None
 
 
 class HNFCrossModalAttention(nn.Module):
@@ -294,6 +313,7 @@ class HNFModel(HNFPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         conditioning_labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> HNFModelOutput | tuple:
@@ -301,14 +321,26 @@ class HNFModel(HNFPreTrainedModel):
         conditioning_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Paper protocol only: restrict each image's text side to the descriptions of this class. Such outputs
             are marked `label_conditioned=True`. Leave unset for label-free predictions.
+        output_hidden_states (`bool`, *optional*):
+            Return each layer's token states (see [`HNFModelOutput`]).
+        output_attentions (`bool`, *optional*):
+            Not supported: an error. HNF has no single attention map per layer (its sequence branch evaluates
+            attention inside an ODE solver, several times per layer and direction); for where the model looked,
+            use gradient saliency over `pixel_values`.
         """
         if pixel_values is None:
             raise ValueError("HNFModel needs pixel_values")
+        if output_attentions if output_attentions is not None else self.config.output_attentions:
+            raise ValueError(
+                "HNF returns no attention weights: its sequence branch evaluates attention inside an ODE solver "
+                "(several times per layer and direction), so no single map per layer exists. For where the model "
+                "looked, use gradient saliency over pixel_values; output_hidden_states=True gives each layer's tokens."
+            )
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if conditioning_labels is not None and self.text_encoder is None:
             raise ValueError("conditioning_labels were given but this model has no text branch")
-        image_embeds, gate_weights, summaries = self.image_encoder(pixel_values)
+        image_embeds, gate_weights, token_states = self.image_encoder(pixel_values, output_hidden_states=bool(output_hidden_states))
         fused, text_embeds = self._fuse(image_embeds, conditioning_labels)
 
         output = HNFModelOutput(
@@ -316,7 +348,7 @@ class HNFModel(HNFPreTrainedModel):
             image_embeds=image_embeds,
             text_embeds=text_embeds,
             gate_weights=gate_weights,
-            hidden_states=summaries if output_hidden_states else None,
+            hidden_states=token_states,
             label_conditioned=conditioning_labels is not None,
         )
         return output if return_dict else output.to_tuple()
@@ -368,6 +400,7 @@ class HNFForImageClassification(HNFPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> HNFImageClassifierOutput | tuple:
@@ -387,6 +420,7 @@ class HNFForImageClassification(HNFPreTrainedModel):
             pixel_values,
             conditioning_labels=labels if self.label_conditioned else None,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             return_dict=True,
         )
         logits = self.classifier(outputs.pooler_output)

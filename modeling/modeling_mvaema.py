@@ -60,6 +60,15 @@ class MVaEMaOutput(ModelOutput):
     logits_per_image: ITC similarities / temperature, local images against the (global) batch of texts.
     itm_logits: matching logits for the positives followed by the sampled negatives.
     itm_labels: 1 for positives, 0 for negatives, aligned with `itm_logits`.
+    hidden_states (`output_hidden_states=True`): the decoder's embeddings and each text block's output, one
+        `(batch, length, text_hidden)` tensor per entry.
+    attentions (`output_attentions=True`): the decoder's causal self-attention weights per block,
+        `(batch, heads, length, past + length)`.
+    cross_attentions (`output_attentions=True`): the decoder's attention over the image tokens per block,
+        `(batch, heads, length, 1 + num_patches)`; position 0 of the last axis is the image [CLS].
+    vision_hidden_states, vision_attentions: the same for the image encoder, `(batch, 1 + num_patches, vision_hidden)`
+        and `(batch, heads, 1 + num_patches, 1 + num_patches)`, when it ran in this call (not with `image_embeds`).
+    The ITC and ITM passes are not recorded.
     """
 
     loss: torch.FloatTensor | None = None
@@ -77,6 +86,11 @@ class MVaEMaOutput(ModelOutput):
     logits_per_image: torch.FloatTensor | None = None
     itm_logits: torch.FloatTensor | None = None
     itm_labels: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,7 +189,9 @@ class MVaEMaAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: Cache | None = None,
+        attention_probs: list | None = None,
     ) -> torch.Tensor:
+        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`."""
         batch, length, width = hidden_states.shape
         if self.is_cross_attention:
             query = self._heads(self.query(hidden_states), 1)[0]
@@ -193,12 +209,18 @@ class MVaEMaAttention(nn.Module):
             query, key, value = self._heads(self.qkv(hidden_states), 3)
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)
-        if length == 1 and not self.training:
-            # one decoding step: two small matmuls beat SDPA's kernel dispatch on CPU (same result)
+        if attention_probs is not None or (length == 1 and not self.training):
+            # the weights were asked for (`output_attentions`), or one decoding step, where two small matmuls
+            # beat SDPA's kernel dispatch on CPU: the explicit softmax gives the same result
             scores = (query * self.head_dim**-0.5) @ key.transpose(-1, -2)
+            if is_causal:
+                attention_mask = torch.ones(length, key.shape[-2], dtype=torch.bool, device=scores.device).tril()
             if attention_mask is not None:
                 scores = scores.masked_fill(~attention_mask, float("-inf"))
-            context = scores.softmax(dim=-1) @ value
+            probs = scores.softmax(dim=-1)
+            if attention_probs is not None:
+                attention_probs.append(probs)
+            context = F.dropout(probs, self.dropout, self.training) @ value
         else:
             context = F.scaled_dot_product_attention(
                 query,
@@ -209,6 +231,30 @@ class MVaEMaAttention(nn.Module):
                 is_causal=is_causal,
             )
         return self.out_proj(context.transpose(1, 2).reshape(batch, length, width))
+
+
+@dataclass
+class MVaEMaRecording:
+    """What `output_hidden_states` / `output_attentions` collect from one stack, layer by layer (`None`: not asked)."""
+
+    hidden_states: list | None = None
+    attentions: list | None = None
+    cross_attentions: list | None = None
+
+    @classmethod
+    def asked(cls, hidden_states: bool, attentions: bool, cross_attentions: bool = False) -> MVaEMaRecording | None:
+        if not (hidden_states or attentions):
+            return None
+        return cls([] if hidden_states else None, [] if attentions else None, [] if attentions and cross_attentions else None)
+
+    def add_hidden_states(self, states: torch.Tensor) -> None:
+        if self.hidden_states is not None:
+            self.hidden_states.append(states)
+
+
+def _recorded(recording: MVaEMaRecording | None, name: str) -> tuple | None:
+    values = getattr(recording, name) if recording is not None else None
+    return tuple(values) if values is not None else None
 
 
 def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -282,8 +328,9 @@ class MVaEMaVisionLayer(GradientCheckpointingLayer):
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.attention(self.layernorm_before(hidden_states)))
+    def forward(self, hidden_states: torch.Tensor, attention_probs: list | None = None) -> torch.Tensor:
+        attended = self.attention(self.layernorm_before(hidden_states), attention_probs=attention_probs)
+        hidden_states = hidden_states + self.dropout(attended)
         feed_forward = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
         return hidden_states + self.dropout(feed_forward)
 
@@ -296,11 +343,17 @@ class MVaEMaVisionModel(nn.Module):
         self.layers = nn.ModuleList([MVaEMaVisionLayer(config, index) for index in range(config.num_hidden_layers)])
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> image tokens (B, 1 + num_patches, hidden), [CLS] first."""
+    def forward(self, pixel_values: torch.Tensor, recording: MVaEMaRecording | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> image tokens (B, 1 + num_patches, hidden), [CLS] first. A `recording` collects the
+        embeddings and every block's output (`hidden_states`) and each block's attention weights."""
         hidden_states = self.embeddings(pixel_values)
+        attention_probs = recording.attentions if recording is not None else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            if recording is not None:
+                recording.add_hidden_states(hidden_states)
+            hidden_states = layer(hidden_states, attention_probs)
+        if recording is not None:
+            recording.add_hidden_states(hidden_states)
         return self.post_layernorm(hidden_states)
 
 
@@ -332,8 +385,8 @@ class MVaEMaTextAttentionBlock(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None):
-        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache)
+    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None):
+        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs)
         return self.LayerNorm(hidden_states + self.dropout(attended))
 
 
@@ -377,13 +430,16 @@ class MVaEMaTextLayer(GradientCheckpointingLayer):
         is_causal: bool = False,
         causal: bool = False,
         past_key_values: EncoderDecoderCache | None = None,
+        recording: MVaEMaRecording | None = None,
     ) -> torch.Tensor:
         self_attention = self.causal_self_attention if causal else self.self_attention
+        attentions = recording.attentions if recording is not None else None
+        cross_attentions = recording.cross_attentions if recording is not None else None
         if self_attention is not None:
             self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
-            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache)
+            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions)
         if self.cross_attention is not None and image_embeds is not None:
-            hidden_states = self.cross_attention(hidden_states, image_embeds, None, False, past_key_values)
+            hidden_states = self.cross_attention(hidden_states, image_embeds, None, False, past_key_values, cross_attentions)
         return self.feed_forward(hidden_states)
 
 
@@ -402,8 +458,10 @@ class MVaEMaTextModel(nn.Module):
         causal: bool = False,
         position_ids: torch.Tensor | None = None,
         past_key_values: EncoderDecoderCache | None = None,
+        recording: MVaEMaRecording | None = None,
     ) -> torch.Tensor:
-        """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`)."""
+        """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`).
+        A `recording` collects the embeddings and every block's output and attention weights."""
         length = input_ids.shape[1]
         if attention_mask is not None:
             past_length = attention_mask.shape[1] - length
@@ -427,6 +485,8 @@ class MVaEMaTextModel(nn.Module):
             mask, is_causal = _padding_mask(attention_mask), False
         hidden_states = self.embeddings(input_ids, position_ids)
         for layer in self.layers:
+            if recording is not None:
+                recording.add_hidden_states(hidden_states)
             hidden_states = layer(
                 hidden_states,
                 image_embeds,
@@ -434,7 +494,10 @@ class MVaEMaTextModel(nn.Module):
                 is_causal=is_causal,
                 causal=causal,
                 past_key_values=past_key_values,
+                recording=recording,
             )
+        if recording is not None:
+            recording.add_hidden_states(hidden_states)
         return hidden_states
 
 
@@ -576,6 +639,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         cache: Cache | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
@@ -589,18 +654,24 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             in ITC and are never drawn as each other's ITM negatives.
         cache, use_cache, position_ids, logits_to_keep: decoding state, as in any causal LM (`past_key_values` is
             the name transformers < 5.24 passes the cache under; both are accepted).
-        Other keyword arguments (passed by `generate`, e.g. `output_attentions`) are accepted and ignored.
+        output_attentions, output_hidden_states: return the decoder's and the image encoder's attention weights /
+            hidden states (see `MVaEMaOutput`); the weights are then computed explicitly instead of by SDPA.
+        Other keyword arguments passed by `generate` are accepted and ignored.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         if cache is not None and past_key_values is not None:
             raise ValueError("pass the decoding cache as `cache` or `past_key_values`, not both")
         cache = cache if cache is not None else past_key_values
         use_cache = use_cache if use_cache is not None else cache is not None
+        vision_recording = None
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("MVaEMa needs pixel_values (or precomputed image_embeds)")
-            image_embeds = self.vision_model(pixel_values)
+            vision_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions)
+            image_embeds = self.vision_model(pixel_values, vision_recording)
         batch_size = image_embeds.shape[0]
         for name, tensor in (("input_ids", input_ids), ("itc_input_ids", itc_input_ids), ("labels", labels)):
             if tensor is not None and tensor.shape[0] != batch_size:
@@ -610,6 +681,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
 
         losses: dict[str, torch.Tensor] = {}
         logits = None
+        decoder_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions, cross_attentions=True)
         if input_ids is None:
             cache = None
         else:
@@ -624,6 +696,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 causal=True,
                 position_ids=position_ids,
                 past_key_values=cache,
+                recording=decoder_recording,
             )
             if labels is not None:
                 losses["lm"] = self._answer_loss(decoder_states, labels)
@@ -662,6 +735,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             logits_per_image=logits_per_image,
             itm_logits=itm_logits,
             itm_labels=itm_labels,
+            hidden_states=_recorded(decoder_recording, "hidden_states") if input_ids is not None else None,
+            attentions=_recorded(decoder_recording, "attentions") if input_ids is not None else None,
+            cross_attentions=_recorded(decoder_recording, "cross_attentions") if input_ids is not None else None,
+            vision_hidden_states=_recorded(vision_recording, "hidden_states"),
+            vision_attentions=_recorded(vision_recording, "attentions"),
         )
         return output if return_dict else output.to_tuple()
 

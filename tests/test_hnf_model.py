@@ -394,3 +394,20 @@ def test_tiny_hnf_learns_procedural_ten_class_problem():
     with torch.no_grad():
         accuracy = (model(pixel_values=test_x).logits.argmax(-1) == test_y).float().mean().item()
     assert accuracy >= 0.5, f"held-out accuracy {accuracy:.2f} on 10 classes (chance 0.10)"
+
+
+def test_hidden_states_are_each_layers_tokens_and_attentions_are_refused():
+    model = HNFForImageClassification(tiny_config()).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(pixel_values=pixels)
+        out = model(pixel_values=pixels, output_hidden_states=True)
+    assert plain.hidden_states is None
+    assert [tuple(h.shape) for h in out.hidden_states] == [(2, 65, 32), (2, 17, 32), (2, 5, 32)]  # [patches, CLS] per scale
+    assert torch.allclose(out.logits, plain.logits, atol=1e-6)
+    with pytest.raises(ValueError, match="no attention weights"):
+        model(pixel_values=pixels, output_attentions=True)
+    vit = HNFForImageClassification(tiny_config(image_encoder="vit")).eval()
+    with torch.no_grad():
+        states = vit(pixel_values=pixels, output_hidden_states=True).hidden_states
+    assert [tuple(h.shape) for h in states] == [(2, 65, 32)] * 3

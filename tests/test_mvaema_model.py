@@ -463,3 +463,37 @@ def test_bad_inputs_get_clear_errors():
         model(pixel_values=batch["pixel_values"][:3], input_ids=batch["input_ids"])
     with pytest.raises(ValueError, match="use_itc=False"):
         tiny_model(use_itc=False).get_image_features(batch["pixel_values"])
+
+
+def test_hidden_states_and_attentions_follow_transformers_conventions():
+    model = tiny_model().eval()
+    batch = training_batch()
+    prompt = {k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask")}
+    with torch.no_grad():
+        plain = model(**prompt)
+        recorded = model(**prompt, output_hidden_states=True, output_attentions=True)
+    assert plain.hidden_states is plain.attentions is plain.cross_attentions is None
+    assert torch.allclose(recorded.logits, plain.logits, atol=1e-5)  # explicit weights give SDPA's result
+    layers, length = model.config.text_config.num_hidden_layers, batch["input_ids"].shape[1]
+    assert len(recorded.hidden_states) == layers + 1 and recorded.hidden_states[0].shape == (4, length, 32)
+    assert len(recorded.attentions) == len(recorded.cross_attentions) == layers
+    self_attention, cross_attention = recorded.attentions[0], recorded.cross_attentions[0]
+    assert self_attention.shape == (4, 2, length, length) and cross_attention.shape == (4, 2, length, 1 + 16)
+    assert torch.allclose(self_attention.sum(-1), torch.ones(4, 2, length)) and torch.allclose(cross_attention.sum(-1), torch.ones(4, 2, length))
+    assert self_attention[..., 0, 1:].abs().max() == 0  # causal: the first position sees only itself
+    assert self_attention[1, :, :12, 12:].abs().max() == 0  # row 1 is padded from 12: no real token attends there
+    assert len(recorded.vision_hidden_states) == 3 and recorded.vision_hidden_states[-1].shape == (4, 17, 24)
+    assert recorded.vision_attentions[0].shape == (4, 2, 17, 17)
+
+    generated = model.generate(**prompt, max_new_tokens=3, output_attentions=True, return_dict_in_generate=True)
+    assert len(generated.attentions) == generated.sequences.shape[1] - length  # one entry per generated token
+    assert generated.attentions[-1][0].shape[-2:] == (1, generated.sequences.shape[1] - 1)  # a cached step's query
+
+
+def test_output_attentions_with_image_embeds_records_only_the_decoder():
+    model = tiny_model().eval()
+    batch = training_batch()
+    with torch.no_grad():
+        image_embeds = model.get_image_embeds(batch["pixel_values"])
+        out = model(image_embeds=image_embeds, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
+    assert out.vision_attentions is None and len(out.cross_attentions) == 2
