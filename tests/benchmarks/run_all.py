@@ -379,8 +379,7 @@ def bench_data(args, output_dir: Path, training: dict | None) -> dict:
     from emvision.processing import MVaEMaProcessor, build_default_tokenizer
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
     from emvision.train.baselines import BlipBaselineProcessor, BlipTrainingCollator
-    from emvision.train.classify import ImageCollator
-    from emvision.train.vqa import VQACollator
+    from emvision.train.data.collators import ImageCollator, VQACollator
 
     root = synthetic_source(args)
     vqa, images = load_from_disk(str(root / "vqa")), load_from_disk(str(root / "images"))
@@ -507,8 +506,7 @@ def bench_scaling(args, output_dir: Path) -> dict:
 
     from emvision.processing import MVaEMaProcessor
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
-    from emvision.train.classify import ImageCollator
-    from emvision.train.vqa import VQACollator
+    from emvision.train.data.collators import ImageCollator, VQACollator
 
     root = synthetic_source(args)
     vqa, images = load_from_disk(str(root / "vqa")), load_from_disk(str(root / "images"))

@@ -16,9 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-SYNTHETIC_SOURCE = "synthetic"
-ORACLE_TEACHER = "oracle-synthetic"
-HUMAN_SOURCE = "human"
+from emvision.datasets_scripts.storage import HUMAN_SOURCE, ORACLE_TEACHER, SYNTHETIC_SOURCE
 
 TASKS = {
     "mvaema": ("visual-question-answering", "Visual Question Answering"),
