@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +96,6 @@ def resolve_dataset(args, accelerator, *, output_dir: str | Path) -> DatasetSour
         if "/" in spec and not spec.startswith((".", "/")):
             return DatasetSource(name=spec, path=None, hub_id=spec)
         raise FileNotFoundError(f"--dataset {spec!r}: no such folder or archive, and not a Hub dataset id (owner/name)")
-
-
-def load_metadata(source: DatasetSource) -> dict:
-    """The synthesis/build summary saved beside the subsets, if any."""
-    if source.path is None:
-        return {}
-    marker = source.path / "synthesis.json"
-    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def class_descriptions_from(source: DatasetSource, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
