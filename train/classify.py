@@ -19,6 +19,7 @@ import math
 import time
 from pathlib import Path
 
+from emvision.train.baselines import count_parameters
 from emvision.train.data.collators import ImageCollator
 from emvision.train.data.sources import add_data_args, class_descriptions_from, resolve_dataset
 from emvision.train.data.splits import split_by_fold
@@ -114,7 +115,7 @@ def main(argv=None) -> dict:
     label_conditioned = bool(getattr(model, "label_conditioned", False))
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
     collate = ImageCollator(image_processor)

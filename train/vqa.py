@@ -19,6 +19,7 @@ import math
 import time
 from pathlib import Path
 
+from emvision.train.baselines import count_parameters
 from emvision.train.data.collators import VQACollator
 from emvision.train.data.sources import DatasetSource, add_data_args, resolve_dataset
 from emvision.train.data.splits import split_by_fold
@@ -149,7 +150,7 @@ def main(argv=None) -> dict:
         accelerator.print("Baseline: transformers' BlipForQuestionAnswering at MVaEMa's sizes (LM loss only)")
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
     # BLIP takes no image ids (they mark ITC positives)
