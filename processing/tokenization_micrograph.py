@@ -15,7 +15,7 @@ the ten question families of the MVaEMa paper, the classification question and t
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -36,6 +36,8 @@ DEFAULT_VOCAB_SIZE = 2048
 DEFAULT_MODEL_MAX_LENGTH = 512
 # Characters every vocabulary keeps, so units, symbols and punctuation never become [UNK].
 _ALPHABET = sorted(set(string.ascii_letters + string.digits + string.punctuation + "µμ°±×÷≈≤≥Å·–—‘’“”"))
+# Special-token roles a transformers tokenizer has attributes for; any other role is an extra special token.
+_TOKENIZER_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
 def train_wordpiece_tokenizer(
@@ -45,30 +47,47 @@ def train_wordpiece_tokenizer(
     min_frequency: int = 1,
     lowercase: bool = True,
     model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
+    special_tokens: Mapping[str, str] = MVAEMA_SPECIAL_TOKENS,
+    alphabet: Iterable[str] | None = None,
+    grow_vocab_size: bool = False,
 ) -> PreTrainedTokenizerFast:
-    """Train a BERT-style WordPiece tokenizer on `texts` with MVaEMa's special tokens at ids 0..7.
+    """Train a BERT-style WordPiece tokenizer on `texts` with `special_tokens` at ids 0, 1, 2, ...
 
     BERT normalisation (lowercased by default, accents stripped with it) and pre-tokenisation; `vocab_size`
     is an upper bound (a small corpus may yield fewer pieces). Plain `tokenizer(text)` wraps a sequence as
     `[CLS] text [SEP]`, the text encoder's input. The result is the same in every process: the trainer's
     tie-breaking depends on the ids of the `##x` continuation symbols, which would otherwise be numbered
     in hash-map order, so they are reserved up front in sorted order.
+
+    `special_tokens` maps roles to tokens, in id order (default: MVaEMa's [PAD]=0 ... [EOS]=7); it must
+    name `unk_token`, `cls_token` and `sep_token`. Roles transformers knows (`pad_token`, `mask_token`,
+    `bos_token`, ...) become the tokenizer's; any other (MVaEMa's `enc_token`) is an extra special token.
+    `alphabet` is the characters every vocabulary keeps besides those of `texts` (default: ASCII letters,
+    digits, punctuation and common unit symbols). A `vocab_size` below the special tokens plus twice the
+    alphabet is an error, or with `grow_vocab_size=True` is raised to that size.
     """
     texts = [text for text in texts if text and text.strip()]
     if not texts:
         raise ValueError("train_wordpiece_tokenizer needs at least one non-empty text")
+    missing = [role for role in ("unk_token", "cls_token", "sep_token") if role not in special_tokens]
+    if missing:
+        raise ValueError(f"special_tokens must name {', '.join(missing)}")
+    base_alphabet = "".join(_ALPHABET if alphabet is None else alphabet)
     normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=lowercase, handle_chinese_chars=True)
-    alphabet = set("".join(normalizer.normalize_str(text) for text in texts + ["".join(_ALPHABET)]))
+    alphabet = set("".join(normalizer.normalize_str(text) for text in texts + [base_alphabet]))
     alphabet = sorted(char for char in alphabet if not char.isspace())
-    special = list(MVAEMA_SPECIAL_TOKENS.values())
+    special = list(special_tokens.values())
     continuation = [f"##{char}" for char in alphabet]
-    if vocab_size < len(special) + 2 * len(alphabet):
-        raise ValueError(
-            f"vocab_size={vocab_size} is smaller than the special tokens plus the alphabet "
-            f"({len(special) + 2 * len(alphabet)} symbols)"
-        )
+    smallest = len(special) + 2 * len(alphabet)
+    if vocab_size < smallest:
+        if not grow_vocab_size:
+            raise ValueError(
+                f"vocab_size={vocab_size} is smaller than the special tokens plus the alphabet ({smallest} symbols)"
+            )
+        vocab_size = smallest
 
-    scratch = Tokenizer(models.WordPiece(unk_token=MVAEMA_SPECIAL_TOKENS["unk_token"]))
+    unk_token = special_tokens["unk_token"]
+    scratch = Tokenizer(models.WordPiece(unk_token=unk_token))
     scratch.normalizer = normalizer
     scratch.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
@@ -81,25 +100,24 @@ def train_wordpiece_tokenizer(
     )
     scratch.train_from_iterator(texts, trainer=trainer)
 
-    # Rebuild from the learned vocabulary so that only MVaEMa's tokens are special.
+    # Rebuild from the learned vocabulary so that only `special_tokens` are special (not the `##x` symbols).
     vocab = scratch.get_vocab(with_added_tokens=False)
-    backend = Tokenizer(
-        models.WordPiece(vocab=vocab, unk_token=MVAEMA_SPECIAL_TOKENS["unk_token"], max_input_chars_per_word=100)
-    )
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token=unk_token, max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=lowercase, handle_chinese_chars=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
-    cls_token, sep_token = MVAEMA_SPECIAL_TOKENS["cls_token"], MVAEMA_SPECIAL_TOKENS["sep_token"]
+    cls_token, sep_token = special_tokens["cls_token"], special_tokens["sep_token"]
     backend.post_processor = processors.TemplateProcessing(
         single=f"{cls_token} $A {sep_token}",
         pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
         special_tokens=[(cls_token, vocab[cls_token]), (sep_token, vocab[sep_token])],
     )
-    roles = {role: token for role, token in MVAEMA_SPECIAL_TOKENS.items() if role != "enc_token"}
+    roles = {role: token for role, token in special_tokens.items() if role in _TOKENIZER_ROLES}
+    extra = [token for role, token in special_tokens.items() if role not in _TOKENIZER_ROLES]
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         model_max_length=model_max_length,
-        extra_special_tokens=[MVAEMA_SPECIAL_TOKENS["enc_token"]],
+        **({"extra_special_tokens": extra} if extra else {}),
         clean_up_tokenization_spaces=True,
         **roles,
     )

@@ -18,9 +18,9 @@ from emvision.processing import MVaEMaProcessor
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 from emvision.processing.tokenization_micrograph import train_wordpiece_tokenizer
 from emvision.train.baselines import BlipBaselineProcessor, BlipTrainingCollator, build_blip_baseline, build_vit_baseline, load_blip_baseline
-from emvision.train.classify import ImageCollator
 from emvision.train.classify import parse_args as classify_args
-from emvision.train.evaluation import generate_answers
+from emvision.train.data.collators import ImageCollator
+from emvision.train.evaluation.vqa import generate_answers
 from emvision.train.vqa import parse_args as vqa_args
 
 QUESTIONS = ["What is shown in this micrograph?", "Describe the particle size distribution."]

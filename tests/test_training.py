@@ -78,6 +78,20 @@ def test_vqa_script_writes_a_complete_model_folder(trained_vqa, real_sem_images)
     assert isinstance(processor.batch_decode(generated)[0], str)
 
 
+def test_no_module_in_train_shadows_an_importable_one(tmp_path):
+    """`python train/vqa.py` puts train/ first on sys.path, so every module and package there is importable under its
+    bare name: none may share it with a standard-library or installed module, and no script edits sys.path."""
+    train = REPO / "train"
+    names = sorted(p.stem for p in train.iterdir()
+                   if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file()))
+    assert {"vqa", "classify", "kfold", "pretrain_text_mlm", "metrics"} <= set(names)
+    probe = "import importlib.util, sys; print(*[n for n in sys.argv[1:] if n in sys.stdlib_module_names or importlib.util.find_spec(n)])"
+    result = subprocess.run([sys.executable, "-c", probe, *names], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [], f"train/ would shadow: {result.stdout}"
+    assert not [p for p in train.rglob("*.py") if "sys.path" in p.read_text()]
+
+
 def _run(args: list[str], log: Path, env=None, script="train/vqa.py") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, script, *args], cwd=REPO, env=env or _env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -217,7 +231,7 @@ class FakeHfApi:
 def test_classify_script_trains_hnf_and_uploads_the_model_folder(synthetic_dir, real_sem_images, tmp_path, monkeypatch):
     from transformers import pipeline
 
-    import emvision.train.hub as hub
+    import emvision.train.publishing.hub as hub
     from emvision.train.classify import main
 
     monkeypatch.setattr(hub, "HfApi", FakeHfApi)

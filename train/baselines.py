@@ -26,7 +26,7 @@ import torch
 from transformers import BlipConfig, BlipForQuestionAnswering, ViTConfig, ViTForImageClassification
 from transformers.feature_extraction_utils import BatchFeature
 
-from emvision.train.data import VQACollator
+from emvision.train.data.collators import VQACollator
 
 BASELINES = {"vqa": ("blip",), "classify": ("vit",)}
 

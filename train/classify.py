@@ -16,33 +16,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
-
-if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/classify.py`
-    sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
-
-from emvision.train.data import ImageCollator, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
-from emvision.train.engine import (  # noqa: E402
-    TrainingLoop,
-    add_training_args,
-    apply_step_budget,
-    default_output_dir,
-    make_accelerator,
-)
-from emvision.train.evaluation import evaluate_classifier, evaluate_zero_shot  # noqa: E402
-from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
-from emvision.train.model_card import DataProvenance, build_model_card, training_procedure_markdown  # noqa: E402
-from emvision.train.publish import (  # noqa: E402
-    add_hub_args,
-    apply_config_overrides,
-    check_hub_args,
-    maybe_push,
-    parse_config_overrides,
-    save_model_folder,
-)
+from emvision.train.baselines import count_parameters
+from emvision.train.data.collators import ImageCollator
+from emvision.train.data.sources import add_data_args, class_descriptions_from, resolve_dataset
+from emvision.train.data.splits import split_by_fold
+from emvision.train.evaluation.classifier import evaluate_classifier
+from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
+from emvision.train.loop.arguments import add_training_args, apply_step_budget, default_output_dir
+from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
+from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+from emvision.train.publishing.hub import add_hub_args, check_hub_args, maybe_push
+from emvision.train.publishing.lora import add_lora_args, apply_lora
+from emvision.train.publishing.model_card import DataProvenance, build_model_card, training_procedure_markdown
+from emvision.train.publishing.model_folder import save_model_folder
 
 BASELINE_CARD_NOTE = (
     "This folder is NOT HNF: it is the same-size transformers baseline (`ViTForImageClassification`, "
@@ -79,20 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.output_dir = default_output_dir("classify")
     apply_step_budget(args, QUICK_START_STEPS)
     return args
-
-
-def class_descriptions_from(source, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
-    """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source."""
-    from emvision.datasets_scripts.storage import class_descriptions_by_class
-
-    table = source.load("class_descriptions", required=False)
-    if table is None or len(table) == 0:
-        return None, None
-    names = table.features["label"].names
-    try:
-        return class_descriptions_by_class(({**row, "label": names[row["label"]]} for row in table), class_names)
-    except ValueError as error:
-        raise ValueError(f"{source.name}: {error}") from error
 
 
 def build_model(args, class_names: list[str], descriptions, descriptions_source):
@@ -140,7 +115,7 @@ def main(argv=None) -> dict:
     label_conditioned = bool(getattr(model, "label_conditioned", False))
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
     collate = ImageCollator(image_processor)
@@ -171,7 +146,7 @@ def main(argv=None) -> dict:
         "history": state.history,
     }
     if args.mvaema_model:
-        metrics["mvaema_zero_shot"] = evaluate_mvaema(accelerator, args, source)
+        metrics["mvaema_zero_shot"] = evaluate_mvaema_folder(accelerator, args, source)
 
     provenance = DataProvenance.from_rows(
         source.name,
@@ -200,18 +175,6 @@ def main(argv=None) -> dict:
     )
     maybe_push(accelerator, args, output_dir)
     return metrics
-
-
-def evaluate_mvaema(accelerator, args, source) -> dict:
-    from transformers import AutoProcessor
-
-    from emvision.modeling import MVaEMaForQuestionAnswering
-
-    model = MVaEMaForQuestionAnswering.from_pretrained(args.mvaema_model).to(accelerator.device)
-    processor = AutoProcessor.from_pretrained(args.mvaema_model)
-    result = evaluate_zero_shot(accelerator, model, processor, source, args, output_dir=Path(args.output_dir) / "mvaema_zero_shot")
-    accelerator.print(f"MVaEMa zero-shot ({args.mvaema_model}): top1={result['top1']:.4f} top5={result['top5']:.4f} macro_f1={result['macro_f1']:.4f}")
-    return result
 
 
 if __name__ == "__main__":

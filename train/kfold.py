@@ -16,9 +16,6 @@ import statistics
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
-
 SCRIPTS = ("vqa", "classify")
 SUMMARY_KEYS = {
     "vqa": ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor", "zero_shot_classification.top1", "zero_shot_classification.top5",

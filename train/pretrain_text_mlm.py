@@ -78,34 +78,17 @@ def read_descriptions(path: str | Path) -> tuple[list[str], list[str]]:
     return texts, sources
 
 
-def train_wordpiece_tokenizer(texts: list[str], vocab_size: int, model_max_length: int):
-    """A lowercasing BERT WordPiece tokenizer trained on `texts`, with [PAD]=0 ... [MASK]=4.
+def train_mlm_tokenizer(texts: list[str], vocab_size: int, model_max_length: int):
+    """A lowercasing BERT WordPiece tokenizer trained on `texts`, with [PAD]=0 ... [MASK]=4 (BERT's roles only).
 
-    The `##x` continuation symbols are reserved up front in sorted order: the trainer breaks ties by symbol
-    id, so this makes the vocabulary the same in every run.
+    `vocab_size` is raised to the special tokens plus the alphabet when it is smaller.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from emvision.processing.tokenization_micrograph import train_wordpiece_tokenizer
 
-    normalizer = normalizers.BertNormalizer(clean_text=True, lowercase=True, strip_accents=True)
-    alphabet = sorted({char for char in "".join(normalizer.normalize_str(t) for t in texts + [BASE_ALPHABET]) if not char.isspace()})
-    special = list(SPECIAL_TOKENS.values())
-    tokenizer = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tokenizer.normalizer = normalizer
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=max(vocab_size, len(special) + 2 * len(alphabet)),
-        special_tokens=special + [f"##{char}" for char in alphabet],
-        initial_alphabet=alphabet,
-        show_progress=False,
+    return train_wordpiece_tokenizer(
+        texts, vocab_size, model_max_length=model_max_length, special_tokens=SPECIAL_TOKENS, alphabet=BASE_ALPHABET,
+        grow_vocab_size=True,
     )
-    tokenizer.train_from_iterator(texts, trainer)
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **SPECIAL_TOKENS)
 
 
 def masked_lm_loss(model, batches) -> tuple[float, float]:
@@ -139,7 +122,7 @@ def main(argv=None) -> dict:
         if tokenizer.mask_token is None:
             raise ValueError(f"--tokenizer_name_or_path {args.tokenizer_name_or_path}: the tokenizer has no mask token")
     else:
-        tokenizer = train_wordpiece_tokenizer(texts, args.vocab_size, args.max_length)
+        tokenizer = train_mlm_tokenizer(texts, args.vocab_size, args.max_length)
 
     # Long descriptions become several sequences, so no text is lost to truncation.
     encoded = tokenizer(texts, truncation=True, max_length=args.max_length, return_overflowing_tokens=True, stride=16)

@@ -16,33 +16,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
-
-if __package__ in (None, ""):  # run as a file from a checkout: `accelerate launch train/vqa.py`
-    sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
-
-from emvision.train.data import DatasetSource, VQACollator, add_data_args, resolve_dataset, split_by_fold  # noqa: E402
-from emvision.train.engine import (  # noqa: E402
-    TrainingLoop,
-    add_training_args,
-    apply_step_budget,
-    default_output_dir,
-    make_accelerator,
-)
-from emvision.train.evaluation import evaluate_vqa, evaluate_zero_shot  # noqa: E402
-from emvision.train.lora import add_lora_args, apply_lora  # noqa: E402
-from emvision.train.model_card import DataProvenance, build_model_card, training_procedure_markdown  # noqa: E402
-from emvision.train.publish import (  # noqa: E402
-    add_hub_args,
-    apply_config_overrides,
-    check_hub_args,
-    maybe_push,
-    parse_config_overrides,
-    save_model_folder,
-)
+from emvision.train.baselines import count_parameters
+from emvision.train.data.collators import VQACollator
+from emvision.train.data.sources import DatasetSource, add_data_args, resolve_dataset
+from emvision.train.data.splits import split_by_fold
+from emvision.train.evaluation.vqa import evaluate_vqa
+from emvision.train.evaluation.zero_shot import evaluate_zero_shot
+from emvision.train.loop.arguments import add_training_args, apply_step_budget, default_output_dir
+from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
+from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+from emvision.train.publishing.hub import add_hub_args, check_hub_args, maybe_push
+from emvision.train.publishing.lora import add_lora_args, apply_lora
+from emvision.train.publishing.model_card import DataProvenance, build_model_card, training_procedure_markdown
+from emvision.train.publishing.model_folder import save_model_folder
 
 BASELINE_CARD_NOTE = (
     "This folder is NOT MVaEMa: it is the same-size transformers baseline (`BlipForQuestionAnswering`, "
@@ -161,7 +150,7 @@ def main(argv=None) -> dict:
         accelerator.print("Baseline: transformers' BlipForQuestionAnswering at MVaEMa's sizes (LM loss only)")
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
-    total = sum(p.numel() for p in model.parameters())
+    total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
     # BLIP takes no image ids (they mark ITC positives)

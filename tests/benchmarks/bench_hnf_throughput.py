@@ -19,10 +19,10 @@ import time
 
 import torch
 from tqdm.auto import tqdm
-from transformers import ViTConfig, ViTForImageClassification
 
 from emvision.modeling.configuration_hnf import HNFConfig
 from emvision.modeling.modeling_hnf import HNFForImageClassification
+from emvision.train.baselines import build_vit_baseline, count_parameters
 
 ABLATIONS = {
     "HNF single-scale": {"multi_scale": False},
@@ -40,26 +40,12 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
         "--vit_intermediate_size", type=int, default=None,
-        help="MLP width of the ViT (default: 4 x hidden_size, transformers' ViT ratio)",
+        help="MLP width of the ViT (default: HNF's intermediate_size, as in train/classify.py --baseline vit)",
     )
     parser.add_argument("--ablations", action="store_true", help="also time HNF's ablation switches")
     parser.add_argument("--ode_method", default=None, help="solver of the HNF row (default: the config's, rk4)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def vit_like(config: HNFConfig, intermediate_size: int | None) -> ViTForImageClassification:
-    vit_config = ViTConfig(
-        image_size=config.image_size,
-        patch_size=config.patch_sizes[0],
-        num_channels=config.num_channels,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=intermediate_size or 4 * config.hidden_size,
-        num_labels=config.num_labels,
-    )
-    return ViTForImageClassification(vit_config)
 
 
 def main(argv=None):
@@ -71,7 +57,7 @@ def main(argv=None):
     config = HNFConfig(**({"ode_method": args.ode_method} if args.ode_method else {}))
     hnf_name = f"HNF (ode_method={args.ode_method})" if args.ode_method else "HNF (default config)"
     models = {hnf_name: HNFForImageClassification(config)}
-    models["ViT (same width, depth)"] = vit_like(config, args.vit_intermediate_size)
+    models["ViT (same width, depth)"] = build_vit_baseline(config, args.vit_intermediate_size)
     if args.ablations:
         models.update({name: HNFForImageClassification(HNFConfig(**changes)) for name, changes in ABLATIONS.items()})
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3) for name, model in models.items()}
@@ -118,7 +104,7 @@ def main(argv=None):
         infer = statistics.median(infer_seconds[name])
         cpu = statistics.median(train_cpu_seconds[name])
         medians[name] = (train, cpu, infer)
-        params = sum(p.numel() for p in model.parameters())
+        params = count_parameters(model)
         print(
             f"{name:32} {params / 1e6:8.2f}M {train * 1e3:14.0f} {cpu * 1e3:12.0f} "
             f"{args.batch_size / train:12.1f} {args.batch_size / infer:12.1f}"

@@ -23,12 +23,13 @@ import time
 
 import torch
 from tqdm.auto import tqdm
-from transformers import BlipConfig, BlipForQuestionAnswering
+from transformers import BlipForQuestionAnswering
 
 from emvision.vocabulary import PROMPT_FAMILIES
 from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
 from emvision.processing import build_default_tokenizer
 from emvision.processing.processing_mvaema import DEFAULT_ITC_MAX_LENGTH
+from emvision.train.baselines import blip_config_like, count_parameters
 
 
 def parse_args(argv=None):
@@ -90,29 +91,6 @@ def make_batches(tokenizer, args, vocab_size: int):
     return mvaema, mvaema_prompt, blip, blip_prompt
 
 
-def blip_like(config: MVaEMaConfig) -> BlipForQuestionAnswering:
-    vision, text = config.vision_config, config.text_config
-    blip_config = BlipConfig(
-        vision_config=dict(
-            image_size=vision.image_size, patch_size=vision.patch_size, hidden_size=vision.hidden_size,
-            intermediate_size=vision.intermediate_size, num_hidden_layers=vision.num_hidden_layers,
-            num_attention_heads=vision.num_attention_heads,
-        ),
-        text_config=dict(
-            vocab_size=text.vocab_size, hidden_size=text.hidden_size, intermediate_size=text.intermediate_size,
-            num_hidden_layers=text.num_hidden_layers, num_attention_heads=text.num_attention_heads,
-            max_position_embeddings=text.max_position_embeddings, bos_token_id=text.bos_token_id,
-            eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id, sep_token_id=text.eos_token_id,
-        ),
-        projection_dim=config.projection_dim,
-    )
-    return BlipForQuestionAnswering(blip_config)
-
-
-def count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def to_device(batch, device):
     return {key: value.to(device) for key, value in batch.items()}
 
@@ -129,7 +107,7 @@ def main(argv=None):
     models = {
         "MVaEMa (ITC+ITM+LM)": MVaEMaForQuestionAnswering(config),
         "MVaEMa (LM only)": MVaEMaForQuestionAnswering(MVaEMaConfig(use_itc=False, use_itm=False)),
-        "BLIP VQA (LM)": blip_like(config),
+        "BLIP VQA (LM)": BlipForQuestionAnswering(blip_config_like(config)),
     }
     mvaema_batch, mvaema_prompt, blip_batch, blip_prompt = make_batches(tokenizer, args, config.text_config.vocab_size)
     batches = {name: to_device(blip_batch if name.startswith("BLIP") else mvaema_batch, device) for name in models}
@@ -182,7 +160,7 @@ def main(argv=None):
     for name, model in models.items():
         median = statistics.median(times[name])
         rates[name] = batch_size / median
-        print(f"{name:<22} {count(model):>11,} {rates[name]:>12.1f} {1000 * median:>9.1f}")
+        print(f"{name:<22} {count_parameters(model):>11,} {rates[name]:>12.1f} {1000 * median:>9.1f}")
     answers = {name: batch_size / statistics.median(values) for name, values in generate_times.items()}
     print(f"\n{'generate (greedy, KV cache)':<28} {'answers/s':>10} {'ms/answer':>10}")
     for name, rate in answers.items():

@@ -272,6 +272,8 @@ def one_step(model, batch):
 def bench_training(args, output_dir: Path) -> dict:
     from bench_mvaema_throughput import make_batches
 
+    from emvision.train.baselines import count_parameters
+
     tokenizer, config, vqa_models = mvaema_and_blip()
     ns = argparse.Namespace(batch_size=args.batch_size, answer_tokens=48, seed=args.seed)
     mvaema_batch, _, blip_batch, _ = make_batches(tokenizer, ns, len(tokenizer))
@@ -290,7 +292,7 @@ def bench_training(args, output_dir: Path) -> dict:
     for name, model in models.items():
         seconds = median(times[name])
         memory = training_memory(model, lambda m=model, b=batches[name]: m(**b).loss)
-        results[name] = {"parameters": sum(p.numel() for p in model.parameters()), "ms_per_step": round(1000 * seconds, 1),
+        results[name] = {"parameters": count_parameters(model), "ms_per_step": round(1000 * seconds, 1),
                          "images_per_s": round(args.batch_size / seconds, 1), "step_seconds": [round(t, 4) for t in times[name]], **memory}
         rows.append([name, f"{results[name]['parameters']:,}", results[name]["ms_per_step"], results[name]["images_per_s"],
                      memory["activations_mib"], memory["estimated_peak_mib"]])
@@ -379,8 +381,7 @@ def bench_data(args, output_dir: Path, training: dict | None) -> dict:
     from emvision.processing import MVaEMaProcessor, build_default_tokenizer
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
     from emvision.train.baselines import BlipBaselineProcessor, BlipTrainingCollator
-    from emvision.train.classify import ImageCollator
-    from emvision.train.vqa import VQACollator
+    from emvision.train.data.collators import ImageCollator, VQACollator
 
     root = synthetic_source(args)
     vqa, images = load_from_disk(str(root / "vqa")), load_from_disk(str(root / "images"))
@@ -507,8 +508,7 @@ def bench_scaling(args, output_dir: Path) -> dict:
 
     from emvision.processing import MVaEMaProcessor
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
-    from emvision.train.classify import ImageCollator
-    from emvision.train.vqa import VQACollator
+    from emvision.train.data.collators import ImageCollator, VQACollator
 
     root = synthetic_source(args)
     vqa, images = load_from_disk(str(root / "vqa")), load_from_disk(str(root / "images"))

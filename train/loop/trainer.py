@@ -10,59 +10,24 @@ the random generators from (seed, step, process), so nothing depends on where a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import random
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-STATE_FILE = "training_state.json"  # written last: a checkpoint without it is incomplete
-BEST_WEIGHTS = "best_model.safetensors"
+from .checkpoints import BEST_WEIGHTS, STATE_FILE, TrainingState, complete_checkpoints, find_latest_checkpoint, json_load, json_safe
+from .protocol import EarlyStopping, plateau_scheduler
+from .reproducibility import EpochShuffleSampler, seed_everything
 
-
-def add_training_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training protocol (paper defaults)")
-    group.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    group.add_argument("--weight_decay", type=float, default=0.0)
-    group.add_argument("--per_device_train_batch_size", type=int, default=48, help="batch per process (default: 48)")
-    group.add_argument("--per_device_eval_batch_size", type=int, default=96)
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    group.add_argument("--num_train_epochs", type=int, default=50, help="epoch cap (default: 50)")
-    group.add_argument("--max_train_steps", type=int, default=None, help="stop after this many optimizer steps")
-    group.add_argument("--early_stopping_patience", type=int, default=10, help="epochs without a better validation loss before stopping")
-    group.add_argument("--lr_patience", type=int, default=5, help="stagnant epochs before the learning rate is halved")
-    group.add_argument("--lr_factor", type=float, default=0.5)
-    group.add_argument("--max_grad_norm", type=float, default=1.0)
-    group.add_argument("--seed", type=int, default=42)
-    group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="overrides accelerate's config")
-    group.add_argument("--num_workers", type=int, default=0, help="DataLoader workers per process")
-    run = parser.add_argument_group("checkpoints and tracking")
-    run.add_argument("--output_dir", type=str, default=None, help="model folder to write (default: outputs/<script>)")
-    run.add_argument("--checkpointing_steps", type=str, default="epoch", help="'epoch', an integer number of optimizer steps, or 'no'")
-    run.add_argument("--checkpoints_total_limit", type=int, default=2)
-    run.add_argument("--resume_from_checkpoint", type=str, default=None, help="a checkpoint folder, or 'latest'")
-    run.add_argument("--report_to", type=str, default="all", help="accelerate trackers ('all' uses whichever are installed; 'none')")
-
-
-def apply_step_budget(args, quick_start_steps: int) -> None:
-    """On the embedded synthetic set (no --dataset) a run stops after ``quick_start_steps`` optimizer steps
-    unless --max_train_steps says otherwise; ``--max_train_steps 0`` means the paper's full schedule."""
-    args.quick_start = args.dataset is None and args.max_train_steps is None
-    if args.quick_start:
-        args.max_train_steps = quick_start_steps
-    elif args.max_train_steps == 0:
-        args.max_train_steps = None
+Collate = Callable[[list[dict]], dict]
 
 
 def make_accelerator(args) -> Accelerator:
@@ -77,91 +42,6 @@ def make_accelerator(args) -> Accelerator:
     )
 
 
-def seed_everything(seed: int, *stream: int) -> None:
-    """Seed python, numpy and torch from (seed, *stream) so a step's randomness depends on nothing else."""
-    value = seed
-    for s in stream:
-        value = (value * 1_000_003 + s) % (2**31 - 1)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation of the dataset that depends only on (seed, epoch)."""
-
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True):
-        self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        generator = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-@dataclass
-class EarlyStopping:
-    patience: int
-    best: float = math.inf
-    best_epoch: int = -1
-    bad_epochs: int = 0
-
-    def step(self, value: float, epoch: int) -> bool:
-        """Record a validation loss; True when it is the best so far."""
-        if value < self.best:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-
-@dataclass
-class TrainingState:
-    epoch: int = 0  # current epoch
-    batches_in_epoch: int = 0  # batches of the current epoch already consumed
-    global_step: int = 0  # optimizer steps
-    early_stopping: dict = field(default_factory=dict)
-    scheduler: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)  # one dict per validation
-    finished: bool = False
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def _json_load(obj):
-    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
-        return float(obj)
-    if isinstance(obj, dict):
-        return {k: _json_load(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_load(v) for v in obj]
-    return obj
-
-
-def find_latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    complete = [p for p in checkpoint_dir.glob("step_*") if (p / STATE_FILE).is_file()]
-    return max(complete, key=lambda p: int(p.name.split("_")[1]), default=None)
-
-
 class TrainingLoop:
     """Runs the protocol for a model whose forward returns an output with ``.loss``."""
 
@@ -171,7 +51,7 @@ class TrainingLoop:
         self.train_loader, self.eval_loader, self.sampler = train_loader, eval_loader, sampler
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor, patience=args.lr_patience)
+        self.scheduler = plateau_scheduler(optimizer, args)
         self.early_stopping = EarlyStopping(args.early_stopping_patience)
         self.state = TrainingState()
         steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
@@ -198,9 +78,8 @@ class TrainingLoop:
         path = self.checkpoint_dir / f"step_{state.global_step:08d}"
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
-            (path / STATE_FILE).write_text(json.dumps(_json_safe(asdict(state)), indent=1))
-            complete = sorted((p for p in self.checkpoint_dir.glob("step_*") if (p / STATE_FILE).is_file()), key=lambda p: p.name)
-            for old in complete[: -self.args.checkpoints_total_limit]:
+            (path / STATE_FILE).write_text(json.dumps(json_safe(asdict(state)), indent=1))
+            for old in complete_checkpoints(self.checkpoint_dir)[: -self.args.checkpoints_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
@@ -212,7 +91,7 @@ class TrainingLoop:
         if not (path / STATE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
         self.accelerator.load_state(str(path))
-        saved = _json_load(json.loads((path / STATE_FILE).read_text()))
+        saved = json_load(json.loads((path / STATE_FILE).read_text()))
         self.state = TrainingState(**saved)
         self.early_stopping = EarlyStopping(**self.state.early_stopping)
         self.scheduler.load_state_dict(self.state.scheduler)
@@ -314,10 +193,3 @@ class TrainingLoop:
             self.accelerator.print(
                 f"Restored the best weights (epoch {self.early_stopping.best_epoch}, val_loss {self.early_stopping.best:.4f})"
             )
-
-
-def default_output_dir(script: str) -> str:
-    return os.path.join("outputs", script)
-
-
-Collate = Callable[[list[dict]], dict]

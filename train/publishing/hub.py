@@ -1,7 +1,8 @@
-"""Publishing a finished model folder to the Hugging Face Hub in one commit."""
+"""Publishing a finished model folder to the Hugging Face Hub in one commit, and the scripts' Hub arguments."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -38,3 +39,22 @@ def push_folder_to_hub(folder: str | Path, repo_id: str, *, private: bool = True
         ignore_patterns=["checkpoints/*", "*.bin", "*.pt", "*.pth", "*.pkl"],
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+def add_hub_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Hugging Face Hub")
+    group.add_argument("--push_to_hub", action="store_true", help="upload the finished model folder in one commit")
+    group.add_argument("--hub_model_id", type=str, default=None, help="repository to push to (owner/name)")
+    group.add_argument("--hub_private", action=argparse.BooleanOptionalAction, default=True, help="private repository (default)")
+    group.add_argument("--hub_token", type=str, default=None, help="token (default: the cached login or HF_TOKEN)")
+
+
+def check_hub_args(args) -> None:
+    if args.push_to_hub and not args.hub_model_id:
+        raise SystemExit("--push_to_hub needs --hub_model_id owner/name")
+
+
+def maybe_push(accelerator, args, output_dir: Path) -> None:
+    if args.push_to_hub and accelerator.is_main_process:
+        url = push_folder_to_hub(output_dir, args.hub_model_id, private=args.hub_private, token=args.hub_token)
+        accelerator.print(f"Pushed {output_dir} to {url}")

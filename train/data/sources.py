@@ -12,14 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
-SUBSETS = ("images", "vqa", "class_descriptions")
+from emvision.datasets_scripts.storage import SUBSETS, class_descriptions_by_class
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, default_synthetic_images: int) -> None:
@@ -100,59 +98,13 @@ def resolve_dataset(args, accelerator, *, output_dir: str | Path) -> DatasetSour
         raise FileNotFoundError(f"--dataset {spec!r}: no such folder or archive, and not a Hub dataset id (owner/name)")
 
 
-def split_by_fold(dataset: Dataset, args) -> tuple[Dataset, Dataset, Dataset]:
-    from emvision.datasets_scripts.storage import fold_splits
-
-    train_rows, val_rows, test_rows = fold_splits(list(dataset["fold"]), args.fold, args.num_folds)
-    if not train_rows or not val_rows or not test_rows:
-        raise ValueError(
-            f"fold {args.fold} of {args.num_folds} leaves an empty split (train {len(train_rows)}, validation {len(val_rows)}, "
-            f"test {len(test_rows)} rows): the dataset has too few images for {args.num_folds} folds"
-        )
-    if args.max_train_samples:
-        train_rows = train_rows[: args.max_train_samples]
-    if args.max_eval_samples:
-        val_rows, test_rows = val_rows[: args.max_eval_samples], test_rows[: args.max_eval_samples]
-    return dataset.select(train_rows), dataset.select(val_rows), dataset.select(test_rows)
-
-
-def load_metadata(source: DatasetSource) -> dict:
-    """The synthesis/build summary saved beside the subsets, if any."""
-    if source.path is None:
-        return {}
-    marker = source.path / "synthesis.json"
-    return json.loads(marker.read_text()) if marker.is_file() else {}
-
-
-class VQACollator:
-    """Rows of the ``vqa`` subset -> model inputs (captions only under the paper protocol).
-
-    ``image_ids`` (an integer per row's image) let ITC treat every row of the same image as a positive.
-    """
-
-    def __init__(self, processor, with_captions: bool, with_image_ids: bool = True):
-        self.processor, self.with_captions, self.with_image_ids = processor, with_captions, with_image_ids
-
-    def __call__(self, rows: list[dict]) -> dict:
-        batch = self.processor(
-            images=[row["image"] for row in rows],
-            text=[row["question"] for row in rows],
-            answers=[row["answer"] for row in rows],
-            captions=[row["caption"] for row in rows] if self.with_captions else None,
-            return_tensors="pt",
-        )
-        batch = dict(batch)
-        if self.with_image_ids:
-            batch["image_ids"] = torch.tensor([int(row["image_id"][:15], 16) for row in rows])
-        return batch
-
-
-class ImageCollator:
-    """Rows of the ``images`` subset -> ``pixel_values`` and ``labels``."""
-
-    def __init__(self, image_processor):
-        self.image_processor = image_processor
-
-    def __call__(self, rows: list[dict]) -> dict:
-        pixel_values = self.image_processor([row["image"] for row in rows], return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor([row["label"] for row in rows])}
+def class_descriptions_from(source: DatasetSource, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
+    """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source."""
+    table = source.load("class_descriptions", required=False)
+    if table is None or len(table) == 0:
+        return None, None
+    names = table.features["label"].names
+    try:
+        return class_descriptions_by_class(({**row, "label": names[row["label"]]} for row in table), class_names)
+    except ValueError as error:
+        raise ValueError(f"{source.name}: {error}") from error

@@ -7,18 +7,14 @@ any number was label-conditioned. Results go into the card's ``model-index`` as 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-SYNTHETIC_SOURCE = "synthetic"
-ORACLE_TEACHER = "oracle-synthetic"
-HUMAN_SOURCE = "human"
+from emvision.datasets_scripts.storage import HUMAN_SOURCE, ORACLE_TEACHER, SYNTHETIC_SOURCE
 
 TASKS = {
     "mvaema": ("visual-question-answering", "Visual Question Answering"),
@@ -233,9 +229,3 @@ def build_model_card(
         license_text=f"Model weights and code: {license}. The SEM dataset of Aversa et al. (2018) is CC BY 4.0.",
         citations=CITATIONS.read_text(),
     )
-
-
-def write_metrics(path: str | Path, metrics: dict, *, label_conditioned: bool, synthetic: bool, protocol: str) -> None:
-    """A metrics json that always says whether its numbers were label-conditioned or synthetic."""
-    payload = {"label_conditioned": label_conditioned, "synthetic_data": synthetic, "protocol": protocol, **metrics}
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

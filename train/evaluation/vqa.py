@@ -1,0 +1,54 @@
+"""MVaEMa answers the test questions (label-free prompts unless ``--eval_with_captions``); BLEU-2/4,
+ROUGE-1/2/L and METEOR from the project's metric module (``train/metrics/vqa``)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from emvision.train.metrics.vqa_loader import load_vqa_metric
+
+from .progress import progress
+
+
+@torch.no_grad()
+def generate_answers(accelerator, model, processor, rows, *, with_captions: bool, max_new_tokens: int, num_beams: int = 1,
+                     batch_size: int = 48) -> list[str]:
+    """Answers to ``rows`` (image, question[, caption]) in row order, computed on every process."""
+
+    def collate(batch):
+        inputs = processor(
+            images=[row["image"] for row in batch],
+            text=[row["question"] for row in batch],
+            captions=[row["caption"] for row in batch] if with_captions else None,
+            return_tensors="pt",
+        )
+        return dict(inputs)
+
+    loader = accelerator.prepare(DataLoader(rows, batch_size=batch_size, collate_fn=collate))
+    model.eval()
+    answers: list[str] = []
+    for batch in progress(accelerator, loader, "answering"):
+        generated = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        texts = processor.batch_decode(generated, skip_special_tokens=True)
+        answers.extend(accelerator.gather_for_metrics(texts, use_gather_object=True))
+    return answers
+
+
+def evaluate_vqa(accelerator, model, processor, test_split, args) -> dict:
+    if args.max_generate_samples and len(test_split) > args.max_generate_samples:
+        test_split = test_split.select(range(args.max_generate_samples))
+    predictions = generate_answers(
+        accelerator, model, processor, test_split, with_captions=args.eval_with_captions,
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.per_device_eval_batch_size,
+    )
+    references = list(test_split["answer"])
+    metric = load_vqa_metric()
+    scores = metric.compute(predictions=predictions, references=references)
+    result = {k: float(v) for k, v in scores.items()}
+    result["num_test_pairs"] = len(references)
+    result["examples"] = [
+        {"question": q, "reference": r, "prediction": p}
+        for q, r, p in list(zip(test_split["question"], references, predictions))[:5]
+    ]
+    return result
