@@ -376,7 +376,7 @@ class HNFModel(HNFPreTrainedModel):
 class HNFForImageClassification(HNFPreTrainedModel):
     """HNF with a linear classifier on the fused embedding, trained with cross-entropy."""
 
-    # LoRA defaults (train/lora.py): attention, MLP and text-encoder projections; the classifier trains in full
+    # LoRA defaults (train/publishing/lora.py): attention, MLP and text-encoder projections; the classifier trains in full
     _lora_target_modules = ["qkv", "out_proj", "fc1", "fc2", "query", "key", "value", "key_value", "dense"]
     _lora_modules_to_save = ["classifier"]
 

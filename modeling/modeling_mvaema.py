@@ -554,7 +554,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "text_model.embeddings.word_embeddings.weight"}
-    # LoRA defaults (train/lora.py): every attention and feed-forward projection; the heads train in full
+    # LoRA defaults (train/publishing/lora.py): every attention and feed-forward projection; the heads train in full
     _lora_target_modules = ["qkv", "out_proj", "query", "key_value", "fc1", "fc2", "intermediate", "output"]
     _lora_modules_to_save = ["itm_head", "vision_projection", "text_projection"]
 
