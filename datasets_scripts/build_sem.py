@@ -29,9 +29,7 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 import zlib
@@ -55,7 +53,10 @@ from emvision.datasets_scripts.storage import (
     assign_folds,
     class_descriptions_features,
     images_features,
+    progress_bars,
+    save_subset,
     sha256_bytes,
+    staged_write,
     vqa_features,
 )
 from emvision.datasets_scripts.sources import (
@@ -87,6 +88,7 @@ ARCHIVE_CITATION = """@article{aversa2018sem,
 }"""
 IN_HOUSE_TEACHER = "in-house"
 OUTPUT_NAMES = (*SUBSETS, "rejects.jsonl", "README.md")
+LOCK_NAME = ".build_sem.lock"  # held while a finished build moves into DIR
 # metadata columns with a meaning of their own; every other column goes to the row's `metadata` JSON
 QA_COLUMNS = ("question", "answer", "caption", "teacher", "question_id", "prompt_version")
 RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS})
@@ -393,9 +395,8 @@ def build_sem_dataset(
     if num_workers is None:
         num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".build_sem-", dir=output_dir))
-    try:
+    # replace a previous build only once this one is complete
+    with staged_write(output_dir, OUTPUT_NAMES, prefix="build_sem", lock=output_dir / LOCK_NAME) as staging:
         spool_path = staging / "images.spool"
         with open(spool_path, "wb") as spool:
             images, tables, rejects, num_files = _read_source(source, options, num_workers, spool, show_progress)
@@ -420,16 +421,6 @@ def build_sem_dataset(
         command = _command_line(source.resolve().name, options, num_folds, seed, labels, allow_new_labels, license)
         card = dataset_card(report, state, source_name=source.resolve().name, command=command, options=options, num_folds=num_folds, seed=seed, license=license)
         (staging / "README.md").write_text(str(card), encoding="utf-8")
-        for name in OUTPUT_NAMES:  # replace a previous build only once this one is complete
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            if (staging / name).exists():
-                os.replace(staging / name, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -737,37 +728,28 @@ def _spooled_rows(spool_path: str, rows: Sequence[dict], show_progress: bool, de
 
 
 def _write_subsets(state: _BuildState, spool_path: Path, staging: Path, show_progress: bool) -> None:
-    import datasets
-
     subsets = {"images": (state.image_rows, images_features(state.class_names))}
     if state.qa_rows:
         subsets["vqa"] = (state.qa_rows, vqa_features(state.class_names))
     if state.description_rows:
         subsets["class_descriptions"] = (state.description_rows, class_descriptions_features(state.class_names))
-    bars_were_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # one bar per subset, ours
-    try:
+    with progress_bars(False):  # one bar per subset, ours
         for name, (rows, features) in subsets.items():
+            if not rows:  # e.g. every file rejected: an empty subset, so the build can still be inspected
+                save_subset(staging / name, features)
+                continue
             # the rows and the stored bytes fix the content, so they fix the fingerprint too
             digest = hashlib.sha256(repr(features.to_dict()).encode())
             for row in rows:
                 digest.update(repr(sorted((k, v) for k, v in row.items() if k != "image")).encode())
-            if not rows:  # e.g. every file rejected: an empty subset, so the build can still be inspected
-                datasets.Dataset.from_dict({column: [] for column in features}, features=features).save_to_disk(str(staging / name), num_shards=1)
-                continue
-            dataset = datasets.Dataset.from_generator(
-                _spooled_rows,
-                features=features,
-                cache_dir=str(staging / "cache"),
+            save_subset(
+                staging / name,
+                features,
+                generator=_spooled_rows,
                 # a tuple, not a list: datasets would make every list item a shard of its own
                 gen_kwargs={"spool_path": str(spool_path), "rows": tuple(rows), "show_progress": show_progress, "desc": f"Writing {name}"},
                 fingerprint=digest.hexdigest()[:32],
             )
-            dataset.save_to_disk(str(staging / name))
-            del dataset
-    finally:
-        if bars_were_enabled:
-            datasets.enable_progress_bars()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,13 +26,10 @@ import base64
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from emvision.vocabulary import (
     caption_for,
     class_description_prompt,
 )
+from emvision.datasets_scripts.storage import file_lock, progress_bars, save_subset, staged_write
 from emvision.datasets_scripts.teacher_cache import TeacherCache, cache_key
 from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, redact
 from emvision.datasets_scripts.teacher_cost import CostCeiling, Pricing, prompt_tokens
@@ -344,13 +342,6 @@ def _vqa_rows(dataset_dir: str, cache_path: str, plan_rows: tuple, label_names: 
                 }
 
 
-def _empty(features):
-    """An empty subset; save it with ``num_shards=1``: datasets 5.2 writes no shard for 0 rows and cannot load that back."""
-    from datasets import Dataset
-
-    return Dataset.from_dict({name: [] for name in features}, features=features)
-
-
 def written_by_generate_qa(subset_dir: Path) -> bool:
     info = subset_dir / "dataset_info.json"
     try:
@@ -367,37 +358,11 @@ def check_outputs_replaceable(output_dir: Path, overwrite: bool = False) -> None
             raise FileExistsError(f"{subset} exists and was not written by generate_qa.py; choose another --output, or pass --overwrite to replace it")
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def write_subsets(output_dir: str | Path, dataset_dir: str | Path, plan: Plan, cache_path: str | Path, *, progress: bool = True) -> dict[str, int]:
     """Rebuild ``DIR/vqa`` and ``DIR/class_descriptions`` from the cache (rows in a fixed order). Returns row counts."""
-    import datasets
-
-    enabled = datasets.is_progress_bar_enabled()
-    if not progress:
-        datasets.disable_progress_bars()
-    try:
-        return _write_subsets(Path(output_dir), dataset_dir, plan, cache_path)
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
-
-
-def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_path: str | Path) -> dict[str, int]:
-    from datasets import Dataset
-
     from emvision.datasets_scripts.storage import class_descriptions_features, vqa_features
 
-    counts = {}
+    output_dir = Path(output_dir)
     with TeacherCache(cache_path, readonly=True) as cache:
         cached = cache.keys()
         descriptions = []
@@ -406,39 +371,17 @@ def _write_subsets(output_dir: Path, dataset_dir: str | Path, plan: Plan, cache_
             if answer is not None:
                 name = plan.label_names[label]
                 descriptions.append({"label": label, "name": name, "description": answer.answer, "source": answer.model, "prompt": class_description_prompt(name)})
-    features = class_descriptions_features(plan.label_names)
-    table = Dataset.from_list(descriptions, features=features) if descriptions else _empty(features)
-    staging = output_dir / ".class_descriptions.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    table.info.description = WRITTEN_BY
-    table.save_to_disk(str(staging), num_shards=1)
-    _replace_dir(staging, output_dir / "class_descriptions")
-    counts["class_descriptions"] = len(table)
-
-    features = vqa_features(plan.label_names)
-    # tuples, not lists: datasets would shard a list of gen_kwargs over workers
-    plan_rows = tuple((image.row, image.image_id, image.label, image.fold, tuple(sorted(image.keys.items()))) for image in plan.images)
-    staging = output_dir / ".vqa.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    if not any(key in cached for image in plan.images for key in image.keys.values()):
-        table = _empty(features)
-        table.info.description = WRITTEN_BY
-        table.save_to_disk(str(staging), num_shards=1)
-        counts["vqa"] = 0
-    else:
-        with tempfile.TemporaryDirectory(dir=output_dir, prefix=".vqa-build-") as build_dir:
-            table = Dataset.from_generator(
-                _vqa_rows,
-                features=features,
-                cache_dir=build_dir,
-                gen_kwargs={"dataset_dir": str(dataset_dir), "cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))},
-                fingerprint=uuid.uuid4().hex,
-            )
-            table.info.description = WRITTEN_BY
-            table.save_to_disk(str(staging))
-            counts["vqa"] = len(table)
-            del table
-    _replace_dir(staging, output_dir / "vqa")
+    counts = {}
+    with progress_bars(progress), staged_write(output_dir, ("class_descriptions", "vqa"), prefix="generate_qa") as staging:
+        counts["class_descriptions"] = save_subset(staging / "class_descriptions", class_descriptions_features(plan.label_names), descriptions, description=WRITTEN_BY)
+        features = vqa_features(plan.label_names)
+        if not any(key in cached for image in plan.images for key in image.keys.values()):
+            counts["vqa"] = save_subset(staging / "vqa", features, description=WRITTEN_BY)
+        else:
+            # tuples, not lists: datasets would shard a list of gen_kwargs over workers
+            plan_rows = tuple((image.row, image.image_id, image.label, image.fold, tuple(sorted(image.keys.items()))) for image in plan.images)
+            gen_kwargs = {"dataset_dir": str(dataset_dir), "cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))}
+            counts["vqa"] = save_subset(staging / "vqa", features, generator=_vqa_rows, gen_kwargs=gen_kwargs, fingerprint=uuid.uuid4().hex, description=WRITTEN_BY)
     return counts
 
 
@@ -482,24 +425,11 @@ def write_card(output_dir: Path, plan: Plan, counts: dict[str, int], failures: i
     tmp.replace(path)
 
 
-@contextmanager
 def output_lock(output_dir: Path):
     """One run per output folder: two would ask for (and pay for) the same answers."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(output_dir / LOCK_NAME, "w")
-    try:
-        import fcntl
-
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another generate_qa run is writing to {output_dir} (it holds {output_dir / LOCK_NAME}); wait for it or stop it") from None
-    except ImportError:  # no fcntl (Windows): no lock
-        pass
-    try:
-        yield
-    finally:
-        handle.close()
+    busy = f"another generate_qa run is writing to {output_dir} (it holds {output_dir / LOCK_NAME}); wait for it or stop it"
+    return file_lock(output_dir / LOCK_NAME, wait=False, busy_message=busy)
 
 
 # ---------------------------------------------------------------- the whole run

@@ -26,7 +26,6 @@ so concurrent processes (e.g. two ``accelerate launch`` ranks) share one complet
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -36,7 +35,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +52,12 @@ from emvision.datasets_scripts.storage import (
     SYNTHETIC_SOURCE,
     assign_folds,
     class_descriptions_features,
+    file_lock,
     images_features,
+    progress_bars,
+    save_subset,
     sha256_bytes,
+    staged_write,
     vqa_features,
 )
 from emvision.datasets_scripts.synthetic_sem import GENERATOR_NAME, GENERATOR_VERSION, generate_micrograph
@@ -167,14 +170,6 @@ def _vqa_rows(records: Sequence[dict], folds: Sequence[int]) -> Iterator[dict]:
             }
 
 
-def _streamed_dataset(make_rows: Callable[[], Iterator[dict]], features, fingerprint: str, cache_dir: Path):
-    """Rows streamed to an Arrow file in ``cache_dir``: memory stays flat although the vqa subset
-    repeats every image ten times (``save_to_disk`` then copies the file into place)."""
-    import datasets
-
-    return datasets.Dataset.from_generator(make_rows, features=features, cache_dir=str(cache_dir), fingerprint=fingerprint)
-
-
 def class_description_rows(per_class: int = DEFAULT_DESCRIPTIONS_PER_CLASS, seed: int = 0, include_human: bool = True) -> list[dict]:
     """Oracle-synthetic class descriptions (``per_class`` per class), then the hand-written ones."""
     rows = oracle_class_descriptions(per_class=per_class, seed=seed) if per_class > 0 else []
@@ -235,24 +230,14 @@ def synthesize(output_dir: str | os.PathLike, num_images: int, seed: int = 0, *,
     output_dir = Path(output_dir)
     if output_dir.exists() and not (output_dir.is_dir() and not any(output_dir.iterdir())) and not overwrite:
         raise FileExistsError(f"{output_dir} already exists and is not empty; choose another --output or pass --overwrite")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged_write(output_dir) as staging:
         summary = _build(staging, num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, human_descriptions, num_workers, progress)
-        if output_dir.exists():
-            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     summary["output"] = str(output_dir)
     return summary
 
 
 def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, human_descriptions, num_workers, progress) -> dict:
-    import datasets
-
     started = time.perf_counter()
-    staging.mkdir(parents=True)
     records = render_images(num_images, seed, short_side=short_side, render_scale=render_scale, num_workers=num_workers, progress=progress)
     rendered = time.perf_counter()
     ids = [record["image_id"] for record in records]
@@ -263,19 +248,11 @@ def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale,
     options = _options(num_images, seed, num_folds, short_side, render_scale, descriptions_per_class, human_descriptions)
     key = cache_key(**options)
     descriptions = class_description_rows(descriptions_per_class, seed, include_human=human_descriptions)
-    bars_were_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        cache = staging / ".build-cache"
+    with progress_bars(False):
+        # streamed: memory stays flat although the vqa subset repeats every image ten times
         for name, make_rows, features in (("images", _image_rows, images_features()), ("vqa", _vqa_rows, vqa_features())):
-            dataset = _streamed_dataset(lambda make_rows=make_rows: make_rows(records, folds), features, f"{key}-{name}", cache)
-            dataset.save_to_disk(str(staging / name))
-            del dataset
-        shutil.rmtree(cache, ignore_errors=True)
-        datasets.Dataset.from_list(descriptions, features=class_descriptions_features()).save_to_disk(str(staging / "class_descriptions"))
-    finally:
-        if bars_were_enabled:
-            datasets.enable_progress_bars()
+            save_subset(staging / name, features, generator=lambda make_rows=make_rows: make_rows(records, folds), fingerprint=f"{key}-{name}")
+        save_subset(staging / "class_descriptions", class_descriptions_features(), descriptions)
     class_counts = dict(sorted(Counter(SEM_CATEGORIES[label] for label in labels).items()))
     summary = {
         "generator": GENERATOR_NAME,
@@ -395,22 +372,6 @@ def _is_complete(folder: Path, key: str) -> bool:
     return marker.get("cache_key") == key and all((folder / subset / "state.json").is_file() for subset in SUBSETS)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock held while one process builds a cache entry (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # the atomic rename alone still keeps the cache consistent
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def load_or_create_synthetic(num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, cache_dir: str | os.PathLike | None = None, *,
                              num_folds: int = DEFAULT_NUM_FOLDS, short_side: int = DEFAULT_SHORT_SIDE,
                              render_scale: int = DEFAULT_RENDER_SCALE, descriptions_per_class: int = DEFAULT_DESCRIPTIONS_PER_CLASS,
@@ -429,7 +390,7 @@ def load_or_create_synthetic(num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0
     target = root / f"n{num_images}-seed{seed}-{key}"
     if _is_complete(target, key):
         return target
-    with _file_lock(root / f".{target.name}.lock"):
+    with file_lock(root / f".{target.name}.lock"):  # concurrent callers wait for the first one
         if _is_complete(target, key):  # another process built it while we waited
             return target
         if target.exists():  # incomplete or foreign content under our name: set it aside, never reuse it
