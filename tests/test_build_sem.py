@@ -26,16 +26,16 @@ from datasets import load_from_disk
 from huggingface_hub import DatasetCard
 from PIL import Image
 
-from emvision.datasets_scripts.build_sem import (
+from emvision.datasets_scripts.archive import (
     ImageOptions,
     ImageRejected,
     build_sem_dataset,
-    main,
     prepare_image,
     push_to_hub,
 )
+from emvision.datasets_scripts.build_sem import main
 from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.sources import ClassMatcher, SourceFile
+from emvision.datasets_scripts.archive.sources import ClassMatcher, SourceFile
 from emvision.vocabulary import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
 
 CATEGORY_TO_PREFIX = {name: k for k, name in ARCHIVE_PREFIX_TO_CATEGORY.items()}
@@ -248,9 +248,9 @@ class _CrashingFile(SourceFile):
 
 
 def test_a_crashed_decoding_process_is_a_clear_error(layouts, tmp_path, monkeypatch):
-    from emvision.datasets_scripts import build_sem
+    from emvision.datasets_scripts.archive import reading
 
-    monkeypatch.setattr(build_sem, "iter_source", lambda source: iter([_CrashingFile("Tips/crash.png", 10, local_path="unused")]))
+    monkeypatch.setattr(reading, "iter_source", lambda source: iter([_CrashingFile("Tips/crash.png", 10, local_path="unused")]))
     with pytest.raises(RuntimeError, match="decoding process died while files from Tips/crash.png on"):
         build_sem_dataset(layouts["flat"], tmp_path / "out", num_workers=1, show_progress=False)
     assert not any((tmp_path / "out").iterdir())  # nothing half-written
@@ -422,3 +422,17 @@ def test_cli(layouts, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main([str(layouts["flat"]), "--output", str(layouts["flat"] / "out"), "--quiet"]) == 2
     assert "inside SOURCE" in capsys.readouterr().err
+
+
+def test_stored_pixels_are_what_the_image_processor_reads(tmp_path):
+    """One 8-bit converter (emvision.processing.micrograph) for stored images and model inputs: alpha over black, floats in [0, 1] x 255."""
+    from emvision.processing.micrograph import micrograph_to_array
+
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(0, 1, 96, dtype=np.float32), (64, 1))
+    rgba = np.dstack([rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), rng.integers(0, 256, (64, 96), dtype=np.uint8)])
+    for name, image, color in (("ramp.tif", Image.fromarray(ramp), "auto"), ("overlay.png", Image.fromarray(rgba), "RGB")):
+        image.save(tmp_path / name)
+        stored = prepare_image((tmp_path / name).read_bytes(), ImageOptions(short_side=0, color=color))
+        read = np.rint(micrograph_to_array(tmp_path / name) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(stored.data))), read)

@@ -23,12 +23,13 @@ import pytest
 from datasets import Dataset, Image, load_from_disk
 from PIL import Image as PILImage
 
-from emvision.datasets_scripts import generate_qa as gq
+from emvision.datasets_scripts import generate_qa as cli
+from emvision.datasets_scripts import teacher as gq
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.storage import assign_folds, class_descriptions_features, images_features, vqa_features
-from emvision.datasets_scripts.teacher_cache import CachedAnswer, TeacherCache, cache_key
-from emvision.datasets_scripts.teacher_client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
-from emvision.datasets_scripts.teacher_cost import Pricing, image_tokens
+from emvision.datasets_scripts.teacher.cache import CachedAnswer, TeacherCache, cache_key
+from emvision.datasets_scripts.teacher.client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
+from emvision.datasets_scripts.teacher.cost import Pricing, image_tokens
 from emvision.vocabulary import SEM_CATEGORIES, category_display_name
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -171,20 +172,20 @@ def test_sigterm_finishes_requests_in_flight_then_writes_what_it_has(dataset_dir
     output = tmp_path / "out"
     with FakeOpenAIServer(api_key=SECRET, schedule=terminate_on_tenth_request, latency=0.05) as server:
         args = [str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--concurrency", "3", "--no_progress"]
-        assert gq.main(args) == 0
+        assert cli.main(args) == 0
         last = capsys.readouterr().out.splitlines()[-1]
         stored = server.total("paid")
         assert "stopped early: interrupted" in last and 10 <= stored < 50 and last.startswith(f"{stored} answers stored, 0 failed, {50 - stored} left")
         assert server.total("requests") == stored and server.total("abandoned") == 0  # in-flight requests were finished, not dropped
         assert len(load_from_disk(str(output / "class_descriptions"))) + len(load_from_disk(str(output / "vqa"))) == stored
-        assert gq.main(args) == 0 and max(server.paid.values()) == 1 and len(load_from_disk(str(output / "vqa"))) == 40
+        assert cli.main(args) == 0 and max(server.paid.values()) == 1 and len(load_from_disk(str(output / "vqa"))) == 40
 
 
 def test_a_failing_job_source_stops_the_run_with_its_error_not_a_hang(tmp_path):
     import openai
 
-    from emvision.datasets_scripts.teacher_cost import CostCeiling
-    from emvision.datasets_scripts.teacher_runner import TeacherJob, run_jobs
+    from emvision.datasets_scripts.teacher.cost import CostCeiling
+    from emvision.datasets_scripts.teacher.runner import TeacherJob, run_jobs
 
     def jobs():
         for n in range(3):
@@ -261,7 +262,7 @@ def test_wrong_key_stops_the_run_and_is_never_echoed(dataset_dir, tmp_path, caps
     monkeypatch.setenv("EMVISION_TEST_KEY", wrong)
     output = tmp_path / "out"
     with FakeOpenAIServer(api_key=SECRET) as server:
-        code = gq.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--api_key_env", "EMVISION_TEST_KEY", "--no_progress", "--concurrency", "2"])
+        code = cli.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--api_key_env", "EMVISION_TEST_KEY", "--no_progress", "--concurrency", "2"])
         assert server.unauthorized >= 1 and server.total("paid") == 0
     out, err = capsys.readouterr()
     assert code == 1 and "stopped early: fatal: HTTP 401" in out, out + err
@@ -292,11 +293,11 @@ def test_subsets_written_by_another_tool_are_not_replaced_unless_asked(dataset_d
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     with FakeOpenAIServer(api_key=SECRET) as server:
         args = [str(dataset_dir), "--output", str(output), "--model", MODEL, "--base_url", server.base_url, "--question_ids", "1", "--descriptions_per_class", "0", "--no_progress"]
-        assert gq.main(args) == 2 and server.total("requests") == 0
+        assert cli.main(args) == 2 and server.total("requests") == 0
         assert f"{output / 'vqa'} exists and was not written by generate_qa.py" in capsys.readouterr().err
         assert list(load_from_disk(str(output / "vqa"))["answer"]) == ["in-house answer"]
-        assert gq.main([*args, "--overwrite"]) == 0 and len(load_from_disk(str(output / "vqa"))) == 4
-        assert gq.main(args) == 0 and server.total("requests") == 4  # its own subsets are replaced without asking
+        assert cli.main([*args, "--overwrite"]) == 0 and len(load_from_disk(str(output / "vqa"))) == 4
+        assert cli.main(args) == 0 and server.total("requests") == 4  # its own subsets are replaced without asking
 
 
 def test_no_caption_is_label_free(dataset_dir, tmp_path):
@@ -315,7 +316,7 @@ def test_dry_run_sends_nothing_and_cost_ceiling_stops_cleanly(dataset_dir, tmp_p
     output = tmp_path / "out"
     prices = ["--price_per_1k_input", "0.01", "--price_per_1k_output", "0.1", "--max_tokens", "200"]
     with FakeOpenAIServer(api_key=SECRET) as server:
-        assert gq.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--dry_run", *prices]) == 0
+        assert cli.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--dry_run", *prices]) == 0
         line = capsys.readouterr().out
         assert "50 requests to send (0 of 50 already cached)" in line and "at most $1." in line and server.total("requests") == 0
 
@@ -327,7 +328,7 @@ def test_dry_run_sends_nothing_and_cost_ceiling_stops_cleanly(dataset_dir, tmp_p
         assert summary.cost_usd <= 0.05 and server.total("paid") == summary.stored
         with TeacherCache(output / gq.CACHE_NAME, readonly=True) as cache:
             assert cache.total_cost_usd() == pytest.approx(summary.cost_usd)
-        assert gq.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--dry_run", *prices]) == 0
+        assert cli.main([str(dataset_dir), "--output", str(output), "--model", MODEL, "--dry_run", *prices]) == 0
         assert f"{50 - summary.stored} requests to send ({summary.stored} of 50 already cached)" in capsys.readouterr().out
 
         rest = run(dataset_dir, output, server, settings=settings, pricing=pricing, max_cost_usd=5.0, concurrency=2)
@@ -375,7 +376,7 @@ def test_killed_mid_run_resumes_without_losing_duplicating_or_paying_twice(datas
 
         # the restart: the same command line, run in this process to save an interpreter start-up
         monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-        assert gq.main(command[2:]) == 0
+        assert cli.main(command[2:]) == 0
         logs += capsys.readouterr()
         assert logs[-2].splitlines()[-1].startswith("32 answers stored, 0 failed, 0 left for a later run")
         check_every_pair_once(output, dataset_dir, server, num_images=4)
@@ -430,8 +431,8 @@ def test_bad_inputs_name_the_problem(tmp_path, dataset_dir, capsys, monkeypatch)
     with pytest.raises(ValueError, match="unknown question id"):
         gq.plan_requests(*gq.load_images(dataset_dir), gq.TeacherSettings(model=MODEL), question_ids=[11])
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert gq.main([str(dataset_dir), "--output", str(tmp_path / "o"), "--model", MODEL]) == 2
+    assert cli.main([str(dataset_dir), "--output", str(tmp_path / "o"), "--model", MODEL]) == 2
     assert "$OPENAI_API_KEY is not set" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        gq.main(["--help"])
+        cli.main(["--help"])
     assert exit_info.value.code == 0 and len(capsys.readouterr().out.splitlines()) <= 45

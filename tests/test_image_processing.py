@@ -2,6 +2,7 @@
 
 import ast
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -464,12 +465,16 @@ def test_remote_code_round_trip(tmp_path, monkeypatch, base_gray):
         MicrographImageProcessor._auto_class = previous
 
     module_file = tmp_path / "saved" / "image_processing_micrograph.py"
+    reader_file = tmp_path / "saved" / "micrograph.py"  # imported relatively: saved with it
     allowed = {"numpy", "PIL", "torch", "transformers"} | set(sys.stdlib_module_names)
-    for node in ast.walk(ast.parse(module_file.read_text())):
-        if isinstance(node, ast.Import):
-            assert all(alias.name.split(".")[0] in allowed for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            assert node.module.split(".")[0] in allowed, node.module
+    for path, modules in ((module_file, allowed), (reader_file, {"numpy", "PIL"} | set(sys.stdlib_module_names))):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert all(alias.name.split(".")[0] in modules for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module.split(".")[0] in modules, node.module
+            elif isinstance(node, ast.ImportFrom):
+                assert (tmp_path / "saved" / f"{node.module}.py").is_file(), node.module
     config = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
     assert config["auto_map"]["AutoImageProcessor"] == "image_processing_micrograph.MicrographImageProcessor"
 
@@ -484,3 +489,30 @@ def test_remote_code_round_trip(tmp_path, monkeypatch, base_gray):
         remote(base_gray, return_tensors="np")["pixel_values"],
         MicrographImageProcessor(size={"height": 64, "width": 64})(base_gray, return_tensors="np")["pixel_values"],
     )
+
+
+def test_reading_micrographs_loads_neither_transformers_nor_torch():
+    code = (
+        "import sys\n"
+        "from emvision.processing import load_micrograph\n"
+        "import emvision.processing.micrograph\n"
+        "assert not {'transformers', 'torch'} & set(sys.modules), sorted({'transformers', 'torch'} & set(sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_channel_layout_names_and_enum_give_the_same_input(base_gray):
+    from transformers.image_utils import ChannelDimension
+
+    from emvision.processing.micrograph import to_working_array
+
+    processor = MicrographImageProcessor(do_remove_info_bar=False)
+    chw = np.repeat(base_gray[None], 3, axis=0)
+    by_name = processor(chw, input_data_format="channels_first", return_tensors="np")["pixel_values"]
+    by_enum = processor(chw, input_data_format=ChannelDimension.FIRST, return_tensors="np")["pixel_values"]
+    hwc = processor(np.ascontiguousarray(chw.transpose(1, 2, 0)), input_data_format="channels_last", return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(by_name, by_enum)
+    np.testing.assert_array_equal(by_name, hwc)
+    with pytest.raises(ValueError, match="ChannelDimension"):
+        to_working_array(chw, input_data_format="channels_middle")

@@ -14,11 +14,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from emvision.datasets_scripts import synthesize as synth
-from emvision.datasets_scripts.oracle_teacher import CATEGORY_NAMES, oracle_answer, oracle_answers, oracle_class_descriptions
+from emvision.datasets_scripts import synthesize as cli
+from emvision.datasets_scripts import synthetic as synth
+from emvision.datasets_scripts.synthetic import cache as synthetic_cache
+from emvision.datasets_scripts.synthetic.oracle import CATEGORY_NAMES, oracle_answer, oracle_answers, oracle_class_descriptions
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for, class_description_prompt
 from emvision.datasets_scripts.storage import class_descriptions_features, images_features, sha256_bytes, vqa_features
-from emvision.datasets_scripts.synthetic_sem import (
+from emvision.datasets_scripts.synthetic import (
     CLASS_SPECS,
     REFERENCE_DISPLAY_WIDTH_MM,
     category_for_index,
@@ -159,7 +161,7 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
                                            (["--num_images", "5", "--num_folds", "-1"], "--num_folds")])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        synth.build_parser().parse_args(["--output", str(tmp_path / "o"), *args])
+        cli.build_parser().parse_args(["--output", str(tmp_path / "o"), *args])
     assert exit_info.value.code == 2
 
 
@@ -238,7 +240,7 @@ def test_cache_is_reused_and_never_half_written(tmp_path, monkeypatch):
     def must_not_build(*args, **kwargs):
         raise AssertionError("a complete cache entry was rebuilt")
 
-    monkeypatch.setattr(synth, "synthesize", must_not_build)
+    monkeypatch.setattr(synthetic_cache, "synthesize", must_not_build)
     assert synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False) == folder
     assert marker.stat().st_mtime_ns == built_at
     monkeypatch.undo()

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-
-from datasets import ClassLabel, Features, Image, Value
+from typing import TYPE_CHECKING
 
 from emvision.vocabulary import SEM_CATEGORIES
+
+if TYPE_CHECKING:
+    from datasets import ClassLabel, Features
+
+# ``datasets`` is imported by the functions that build features, not here: a command line that only
+# needs the constants (to answer --help) does not load it.
 
 SUBSETS = ("images", "vqa", "class_descriptions")
 DEFAULT_SHORT_SIDE = 256
@@ -27,10 +32,14 @@ HUMAN_SOURCE = "human"
 
 
 def class_label(names: Sequence[str] = SEM_CATEGORIES) -> ClassLabel:
+    from datasets import ClassLabel
+
     return ClassLabel(names=list(names))
 
 
 def images_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    from datasets import Features, Image, Value
+
     return Features(
         {
             "image": Image(),
@@ -46,6 +55,8 @@ def images_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
 
 
 def vqa_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    from datasets import Features, Image, Value
+
     return Features(
         {
             "image_id": Value("string"),
@@ -63,6 +74,8 @@ def vqa_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
 
 
 def class_descriptions_features(names: Sequence[str] = SEM_CATEGORIES) -> Features:
+    from datasets import Features, Value
+
     return Features(
         {
             "label": class_label(names),

@@ -29,7 +29,7 @@ import time
 import zlib
 from pathlib import Path
 
-from emvision.datasets_scripts.build_sem import build_sem_dataset
+from emvision.datasets_scripts.archive import build_sem_dataset
 
 REAL_SEM_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "real_sem"
 

@@ -1,16 +1,16 @@
 """The oracle teacher: answers and class descriptions derived from the synthetic generator's parameters.
 
 ORACLE ANSWERS FOR SYNTHETIC IMAGES. Nothing here looks at pixels or calls a model. Every answer
-restates what ``synthetic_sem.generate_micrograph`` recorded when it drew the image (sizes in nm
+restates what ``generator.generate_micrograph`` recorded when it drew the image (sizes in nm
 from the magnification and the pixel size, counts, arrangement, aggregation, roughness, pore
 fraction, detector, beam energy, ...), in varied wording chosen by a seeded generator, so a
 vision-language model can be trained and checked against answers that are exactly right. Rows
 built from them say ``teacher="oracle-synthetic"``.
 
 - ``oracle_answer(metadata, question_id)`` / ``oracle_answers(metadata)``: the ten prompt families of
-  the MVaEMa paper (``prompts.PROMPT_FAMILIES``), one to three sentences each.
+  the MVaEMa paper (``emvision.vocabulary.PROMPT_FAMILIES``), one to three sentences each.
 - ``oracle_class_descriptions(per_class)``: HNF class descriptions from the generator's parameter
-  ranges (``synthetic_sem.CLASS_SPECS``), answering ``prompts.class_description_prompt``.
+  ranges (``specs.CLASS_SPECS``), answering ``emvision.vocabulary.class_description_prompt``.
 
 Application and function sentences (families 9 and 10) are the usual uses of each category, written
 by hand per category and variant; everything else comes from the parameters.
@@ -22,10 +22,10 @@ import json
 import random
 from collections.abc import Mapping
 
-from emvision.vocabulary import FAMILY_BY_ID, class_description_prompt
 from emvision.datasets_scripts.storage import ORACLE_TEACHER
-from emvision.datasets_scripts.synthetic_sem import CLASS_SPECS, format_length
-from emvision.vocabulary import SEM_CATEGORIES
+from emvision.vocabulary import FAMILY_BY_ID, SEM_CATEGORIES, class_description_prompt
+
+from .specs import CLASS_SPECS, format_length
 
 __all__ = ["CATEGORY_NAMES", "ORACLE_TEACHER", "oracle_answer", "oracle_answers", "oracle_class_descriptions", "size_phrase"]
 

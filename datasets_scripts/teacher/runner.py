@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from emvision.datasets_scripts.teacher_cache import CachedAnswer, TeacherCache
-from emvision.datasets_scripts.teacher_client import (
+from .cache import CachedAnswer, TeacherCache
+from .client import (
     AttemptLog,
     FatalTeacherError,
     RateLimiter,
@@ -31,7 +31,7 @@ from emvision.datasets_scripts.teacher_client import (
     TeacherFailure,
     request_answer,
 )
-from emvision.datasets_scripts.teacher_cost import CostCeiling, text_tokens
+from .cost import CostCeiling, text_tokens
 
 
 @dataclass

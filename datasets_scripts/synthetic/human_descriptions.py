@@ -1,7 +1,7 @@
 """Hand-written technical descriptions of the ten SEM categories (``source="human"``).
 
 HAND-WRITTEN TEXT, NOT MODEL OUTPUT. HNF's text branch is trained on class descriptions that the
-paper obtained from LLMs with ``prompts.class_description_prompt``; these paragraphs answer the same
+paper obtained from LLMs with ``emvision.vocabulary.class_description_prompt``; these paragraphs answer the same
 brief (structure and morphology, synthesis, properties, applications, how SEM shows the category
 and what tells it apart), written by the project as general background knowledge about each
 category. They are a stand-in and a complement for teacher-written descriptions, and every row
@@ -10,9 +10,8 @@ built from them says ``source="human"``.
 
 from __future__ import annotations
 
-from emvision.vocabulary import class_description_prompt
 from emvision.datasets_scripts.storage import HUMAN_SOURCE
-from emvision.vocabulary import SEM_CATEGORIES
+from emvision.vocabulary import SEM_CATEGORIES, class_description_prompt
 
 HUMAN_DESCRIPTIONS: dict[str, str] = {
     "Biological": (

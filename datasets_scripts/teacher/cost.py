@@ -9,14 +9,21 @@ Image tokens follow OpenAI's published rule for GPT-4 Turbo / GPT-4o vision inpu
 
 Text tokens are estimated at one per 4 characters (rounded up) plus 4 per message and 3 per reply,
 which is close for English with OpenAI's tokenizers; no tokenizer is downloaded. These estimates
-drive the dry run and the ceiling's reservations only: the cost charged to a run is computed from
-the ``usage`` the server returns.
+drive the dry run (:func:`estimate`: what is left of a plan, and its price) and the ceiling's
+reservations only: the cost charged to a run is computed from the ``usage`` the server returns.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from emvision.vocabulary import FAMILY_BY_ID, caption_for, class_description_prompt
+
+if TYPE_CHECKING:
+    from .planning import Plan
 
 LOW_DETAIL_TOKENS = 85
 TILE_TOKENS = 170
@@ -84,3 +91,65 @@ class CostCeiling:
 
     def charge(self, actual_usd: float) -> None:
         self.spent_usd += actual_usd
+
+
+# ---------------------------------------------------------------------------------------------
+# what is left of a plan, and its price
+
+
+@dataclass
+class Estimate:
+    total: int
+    cached: int
+    pending: int
+    input_tokens: int
+    expected_output_tokens: float
+    expected_cost_usd: float
+    worst_cost_usd: float
+
+    def describe(self, pricing: Pricing) -> str:
+        line = f"{self.pending} requests to send ({self.cached} of {self.total} already cached); ~{self.input_tokens:,} input tokens"
+        if pricing.is_free:
+            return line + "; no prices given (--price_per_1k_input/--price_per_1k_output), so no cost estimate"
+        return line + (
+            f"; estimated cost ${self.expected_cost_usd:,.2f} at ~{self.expected_output_tokens:.0f} output tokens per answer,"
+            f" at most ${self.worst_cost_usd:,.2f} if every answer used max_tokens"
+        )
+
+
+def estimate(plan: Plan, images, done: set[str], pricing: Pricing, expected_output_tokens: float) -> Estimate:
+    """Tokens and cost of the requests not in ``done`` (reads each pending image's header for its size)."""
+    from PIL import Image as PILImage
+
+    from .planning import vqa_user_text
+
+    settings = plan.settings
+    pending = input_tokens = 0
+    for label, _, key in plan.descriptions:
+        if key not in done:
+            pending += 1
+            input_tokens += prompt_tokens([class_description_prompt(plan.label_names[label])])
+    for image in plan.images:
+        todo = [q for q, key in image.keys.items() if key not in done]
+        if not todo:
+            continue
+        raw = images[image.row]["image"]
+        try:
+            with PILImage.open(io.BytesIO(raw["bytes"]) if raw.get("bytes") is not None else raw["path"]) as decoded:
+                size = decoded.size
+        except Exception:  # counted at a typical size; the real run reports it as failed
+            size = (256, 256)
+        caption = caption_for(plan.label_names[image.label]) if settings.with_caption else ""
+        for q in todo:
+            pending += 1
+            input_tokens += prompt_tokens([settings.system_prompt, vqa_user_text(FAMILY_BY_ID[q].question, caption)], [size], settings.image_detail)
+    total = len(plan.keys())
+    return Estimate(
+        total=total,
+        cached=total - pending,
+        pending=pending,
+        input_tokens=input_tokens,
+        expected_output_tokens=expected_output_tokens,
+        expected_cost_usd=pricing.cost(input_tokens, pending * expected_output_tokens),
+        worst_cost_usd=pricing.cost(input_tokens, pending * settings.max_tokens),
+    )

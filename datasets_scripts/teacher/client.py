@@ -25,8 +25,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import openai
+if TYPE_CHECKING:
+    import openai
 
 REFUSAL_MAX_CHARS = 400
 _REFUSAL = re.compile(
@@ -211,6 +213,8 @@ async def request_answer(
     usable and returns whether another paid attempt is allowed. Once ``stop`` is set, no further
     attempt is sent (a wait to retry is cut short); the request on the wire, if any, still finishes.
     """
+    import openai  # here, not at the top: answering --help need not load the client library
+
     failures = unusable = 0
     last_reason = "not sent"
     for attempt in range(1, policy.max_attempts + 1):

@@ -1,0 +1,111 @@
+"""What a teacher run leaves in DIR: the ``vqa`` and ``class_descriptions`` subsets rebuilt from the cache, and the lock.
+
+The subsets are written through ``storage.staged_write``: both are rebuilt from the cache at the end
+of every run, in (image_id, question_id) order, and replace the previous ones together. Subsets in
+DIR that another tool wrote (in-house QA from build_sem.py) are never replaced without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+from emvision.datasets_scripts.storage import file_lock, progress_bars, save_subset, staged_write
+from emvision.vocabulary import FAMILY_BY_ID, caption_for, class_description_prompt
+
+from .cache import TeacherCache
+from .planning import Plan, TeacherSettings, load_images
+
+CACHE_NAME = "teacher_cache.sqlite"
+FAILURES_NAME = "failures.jsonl"
+RUNS_NAME = "teacher_runs.jsonl"
+LOCK_NAME = ".generate_qa.lock"
+WRITTEN_BY = "emvision datasets_scripts/generate_qa.py"  # the subsets' info.description: ours to replace
+STAGING_PREFIX = "generate_qa"  # DIR/.generate_qa-*: the subsets being written
+
+
+def _vqa_rows(dataset_dir: str, cache_path: str, plan_rows: tuple, label_names: tuple[str, ...], settings_json: str):
+    """vqa rows from the cache; ``plan_rows`` = (row, image_id, label, fold, ((question_id, key), ...)) per image."""
+    from datasets import Image
+
+    from emvision.datasets_scripts.teacher.cache import TeacherCache as Cache
+
+    settings = TeacherSettings(**json.loads(settings_json))
+    images, _ = load_images(dataset_dir)
+    images = images.cast_column("image", Image(decode=False))
+    with Cache(cache_path, readonly=True) as cache:
+        for row, image_id, label, fold, keys in plan_rows:
+            answers = [(q, cache.get(key)) for q, key in keys]
+            answers = [(q, a) for q, a in answers if a is not None]
+            if not answers:
+                continue
+            image = images[row]["image"]
+            caption = caption_for(label_names[label]) if settings.with_caption else ""
+            for question_id, answer in answers:
+                yield {
+                    "image_id": image_id,
+                    "image": image,
+                    "label": label,
+                    "question_id": question_id,
+                    "question": FAMILY_BY_ID[question_id].question,
+                    "caption": caption,
+                    "answer": answer.answer,
+                    "teacher": answer.model,
+                    "prompt_version": settings.prompt_version,
+                    "fold": fold,
+                }
+
+
+def written_by_generate_qa(subset_dir: Path) -> bool:
+    info = subset_dir / "dataset_info.json"
+    try:
+        return json.loads(info.read_text()).get("description") == WRITTEN_BY
+    except (OSError, ValueError):
+        return False
+
+
+def check_outputs_replaceable(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to replace a vqa / class_descriptions subset that another tool wrote (e.g. in-house QA from build_sem.py)."""
+    for name in ("vqa", "class_descriptions"):
+        subset = output_dir / name
+        if subset.exists() and not overwrite and not written_by_generate_qa(subset):
+            raise FileExistsError(f"{subset} exists and was not written by generate_qa.py; choose another --output, or pass --overwrite to replace it")
+
+
+def write_subsets(output_dir: str | Path, dataset_dir: str | Path, plan: Plan, cache_path: str | Path, *, progress: bool = True) -> dict[str, int]:
+    """Rebuild ``DIR/vqa`` and ``DIR/class_descriptions`` from the cache (rows in a fixed order). Returns row counts."""
+    from emvision.datasets_scripts.storage import class_descriptions_features, vqa_features
+
+    output_dir = Path(output_dir)
+    with TeacherCache(cache_path, readonly=True) as cache:
+        cached = cache.keys()
+        descriptions = []
+        for label, _, key in plan.descriptions:
+            answer = cache.get(key)
+            if answer is not None:
+                name = plan.label_names[label]
+                descriptions.append({"label": label, "name": name, "description": answer.answer, "source": answer.model, "prompt": class_description_prompt(name)})
+    for stale in output_dir.glob(f".{STAGING_PREFIX}-*"):  # left by a run killed while writing (the caller holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    counts = {}
+    with progress_bars(progress), staged_write(output_dir, ("class_descriptions", "vqa"), prefix=STAGING_PREFIX) as staging:
+        counts["class_descriptions"] = save_subset(staging / "class_descriptions", class_descriptions_features(plan.label_names), descriptions, description=WRITTEN_BY)
+        features = vqa_features(plan.label_names)
+        if not any(key in cached for image in plan.images for key in image.keys.values()):
+            counts["vqa"] = save_subset(staging / "vqa", features, description=WRITTEN_BY)
+        else:
+            # tuples, not lists: datasets would shard a list of gen_kwargs over workers
+            plan_rows = tuple((image.row, image.image_id, image.label, image.fold, tuple(sorted(image.keys.items()))) for image in plan.images)
+            gen_kwargs = {"dataset_dir": str(dataset_dir), "cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))}
+            counts["vqa"] = save_subset(staging / "vqa", features, generator=_vqa_rows, gen_kwargs=gen_kwargs, fingerprint=uuid.uuid4().hex, description=WRITTEN_BY)
+    return counts
+
+
+def output_lock(output_dir: Path):
+    """One run per output folder: two would ask for (and pay for) the same answers."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    busy = f"another generate_qa run is writing to {output_dir} (it holds {output_dir / LOCK_NAME}); wait for it or stop it"
+    return file_lock(output_dir / LOCK_NAME, wait=False, busy_message=busy)
