@@ -15,6 +15,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REAL_SEM_DIR = FIXTURES / "real_sem"  # 18 real NFFA-EUROPE micrographs (CC BY 4.0, manifest.csv)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models only lose time to intra-op threads (and a lot of it when the cores are shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

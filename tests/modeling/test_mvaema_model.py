@@ -8,33 +8,15 @@ from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
 from emvision.modeling.configuration_mvaema import MVaEMaTextConfig, MVaEMaVisionConfig
 from emvision.vocabulary import CLASSIFICATION_QUESTION
 from emvision.modeling.losses import contrastive_loss
+from tiny_models import MVAEMA_TINY_VOCAB, tiny_mvaema_config
 
 PAD, CLS, SEP, ENC, DEC, EOS = 0, 2, 3, 5, 6, 7
-VOCAB = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models gain nothing from intra-op threads, and lose a lot when the cores are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_config(**overrides) -> MVaEMaConfig:
-    options = dict(
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48),
-        text_config=dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=48),
-        projection_dim=16,
-    )
-    options.update(overrides)
-    return MVaEMaConfig(**options)
+VOCAB = MVAEMA_TINY_VOCAB
 
 
 def tiny_model(seed=0, **overrides) -> MVaEMaForQuestionAnswering:
     torch.manual_seed(seed)
-    return MVaEMaForQuestionAnswering(tiny_config(**overrides))
+    return MVaEMaForQuestionAnswering(tiny_mvaema_config(**overrides))
 
 
 def training_batch(batch_size=4, seed=0):

@@ -12,50 +12,7 @@ from emvision.vocabulary import SEM_CATEGORIES
 from emvision.modeling.hnf_graph import HNFGraphBlock, build_vision_graph
 from emvision.modeling.modeling_hnf import HNFLayer, HNFTransformerBlock
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
-
-# HAND-WRITTEN STAND-INS for the LLM-written class descriptions (short, written for these tests; not model output).
-HAND_WRITTEN_DESCRIPTIONS = {
-    "Biological": ["Cells and bacteria with soft, irregular membranes and thin protrusions."],
-    "Fibres": ["Long curved filaments crossing each other in entangled mats."],
-    "Films_Coated_Surface": ["A continuous layer with grains, nodules and polygonal cracks."],
-    "MEMS_devices_and_electrodes": ["Lithographic structures: straight edges, pads, combs and cantilevers."],
-    "Nanowires": ["Thin straight wires, dense forests or random networks of rods."],
-    "Particles": ["Separate round or faceted particles of similar size on a substrate."],
-    "Patterned_surface": ["Regular periodic arrays of holes, pillars or lines."],
-    "Porous_Sponge": ["A continuous skeleton full of dark rounded pores.", "An open sponge-like foam."],
-    "Powder": ["Agglomerated grains of many sizes piled in clumps."],
-    "Tips": ["A single sharp conical probe tip narrowing to an apex."],
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models only lose time to intra-op threading (and a lot of it on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_config(**changes) -> HNFConfig:
-    settings = dict(
-        image_size=32,
-        patch_sizes=[4, 8, 16],  # 64, 16, 4 patches
-        num_neighbors=[6, 4, 2],
-        hidden_size=32,
-        num_attention_heads=2,
-        intermediate_size=64,
-        fusion_num_heads=2,
-        text_config=dict(
-            vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-            max_position_embeddings=128,
-        ),
-        description_max_length=96,
-        class_descriptions=HAND_WRITTEN_DESCRIPTIONS,
-        class_descriptions_source="human (hand-written test stand-ins)",
-    )
-    settings.update(changes)
-    return HNFConfig(**settings)
+from tiny_models import HAND_WRITTEN_DESCRIPTIONS, tiny_hnf_config
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +28,7 @@ def real_labels(real_sem_images):
 
 def test_forward_backward_on_real_micrographs(real_pixels, real_labels):
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config())
+    model = HNFForImageClassification(tiny_hnf_config())
     graphs = []
     for layer in model.hnf.image_encoder.layers:
         layer.graph_branch.register_forward_hook(lambda module, inputs, output: graphs.append(output[1]))
@@ -140,7 +97,7 @@ def test_vision_graph_knn_degree_and_virtual_node():
 
 def test_graph_block_mixes_only_within_an_image():
     torch.manual_seed(0)
-    block = HNFGraphBlock(tiny_config(), num_neighbors=3)
+    block = HNFGraphBlock(tiny_hnf_config(), num_neighbors=3)
     content = torch.randn(2, 9, 32)
     nodes = torch.randn(2, 10, 32, requires_grad=True)
     out, _ = block(content, nodes)
@@ -169,7 +126,7 @@ def test_sparse_chebyshev_convolution_equals_torch_geometric_chebconv(order):
 @pytest.mark.parametrize("method,adjoint", [("rk4", False), ("dopri5", True)])
 def test_ode_solvers_train_both_vector_fields(method, adjoint):
     torch.manual_seed(0)
-    config = tiny_config(ode_method=method, ode_adjoint=adjoint, ode_rtol=1e-2, ode_atol=1e-3, use_text_branch=False)
+    config = tiny_hnf_config(ode_method=method, ode_adjoint=adjoint, ode_rtol=1e-2, ode_atol=1e-3, use_text_branch=False)
     model = HNFForImageClassification(config)
     ode = model.hnf.image_encoder.layers[0].sequence_branch
     ode.dynamics.num_evaluations = 0
@@ -186,7 +143,7 @@ def test_ode_directions_match_separate_solves():
     from torchdiffeq import odeint
 
     torch.manual_seed(0)
-    ode = HNFLayer(tiny_config(ode_method="dopri5", ode_rtol=1e-7, ode_atol=1e-7), 1).sequence_branch
+    ode = HNFLayer(tiny_hnf_config(ode_method="dopri5", ode_rtol=1e-7, ode_atol=1e-7), 1).sequence_branch
     tokens = torch.randn(2, 17, 32)
     with torch.no_grad():
         forward_end, backward_end = ode.solve(tokens)
@@ -200,7 +157,7 @@ def test_ode_directions_match_separate_solves():
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config(use_text_branch=False))
+    model = HNFForImageClassification(tiny_hnf_config(use_text_branch=False))
     pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 3])
     model(pixel_values=pixels, labels=labels).loss.backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -215,7 +172,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 @pytest.mark.parametrize("fusion", ["cross_attention", "concat"])
 def test_default_predictions_ignore_labels(fusion):
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config(fusion=fusion)).eval()
+    model = HNFForImageClassification(tiny_hnf_config(fusion=fusion)).eval()
     pixels = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = model(pixel_values=pixels).logits
@@ -227,7 +184,7 @@ def test_default_predictions_ignore_labels(fusion):
 
 def test_paper_protocol_is_label_conditioned_and_marked():
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config(text_conditioning="paper_label_conditioned")).eval()
+    model = HNFForImageClassification(tiny_hnf_config(text_conditioning="paper_label_conditioned")).eval()
     pixels = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="paper_label_conditioned"):
         model(pixel_values=pixels)
@@ -240,7 +197,7 @@ def test_paper_protocol_is_label_conditioned_and_marked():
 
 def test_text_embeddings_cached_in_eval_and_refreshed_after_changes():
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config())
+    model = HNFForImageClassification(tiny_hnf_config())
     encoder = model.hnf.text_encoder
     calls = []
     encoder.language_model.register_forward_hook(lambda *args: calls.append(1))
@@ -267,7 +224,7 @@ def test_text_embeddings_cached_in_eval_and_refreshed_after_changes():
 
 
 def test_description_buffers_hold_every_class():
-    model = HNFForImageClassification(tiny_config())
+    model = HNFForImageClassification(tiny_hnf_config())
     encoder = model.hnf.text_encoder
     assert encoder.description_labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 7, 8, 9]  # two for Porous_Sponge
     assert (encoder.description_attention_mask.sum(1) > 10).all()
@@ -285,7 +242,7 @@ def test_description_buffers_hold_every_class():
 
 
 def test_class_names_stand_in_when_no_descriptions():
-    model = HNFModel(tiny_config(class_descriptions=None, class_descriptions_source=None))
+    model = HNFModel(tiny_hnf_config(class_descriptions=None, class_descriptions_source=None))
     assert model.text_encoder.description_labels.tolist() == list(range(10))
     assert model.config.descriptions_per_class()["Films_Coated_Surface"] == ["films coated surface"]
 
@@ -297,7 +254,7 @@ def test_class_names_stand_in_when_no_descriptions():
 )
 def test_ablation_switches(changes):
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_config(**changes))
+    model = HNFForImageClassification(tiny_hnf_config(**changes))
     output = model(pixel_values=torch.randn(3, 3, 32, 32), labels=torch.tensor([1, 2, 3]))
     output.loss.backward()
     assert output.logits.shape == (3, 10)
@@ -327,18 +284,18 @@ def test_ablation_switches(changes):
 )
 def test_config_rejects_bad_settings(changes, message):
     with pytest.raises(ValueError, match=message):
-        tiny_config(**changes)
+        tiny_hnf_config(**changes)
 
 
 def test_missing_text_model_folder_is_named():
     with pytest.raises(ValueError, match="/nonexistent/text-encoder"):
         HNFConfig(text_model_name_or_path="/nonexistent/text-encoder")  # its config is read
     with pytest.raises(ValueError, match="/nonexistent/text-encoder"):
-        HNFModel(tiny_config(text_model_name_or_path="/nonexistent/text-encoder"))  # its tokenizer and weights
+        HNFModel(tiny_hnf_config(text_model_name_or_path="/nonexistent/text-encoder"))  # its tokenizer and weights
 
 
 def test_bad_pixel_shape_is_explained():
-    model = HNFForImageClassification(tiny_config(use_text_branch=False))
+    model = HNFForImageClassification(tiny_hnf_config(use_text_branch=False))
     with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, 32, 32\)"):
         model(pixel_values=torch.randn(1, 3, 48, 48))
 
@@ -380,7 +337,7 @@ def test_tiny_hnf_learns_procedural_ten_class_problem():
     torch.manual_seed(0)
     train_x, train_y = procedural_images(30, 32, seed=1)
     test_x, test_y = procedural_images(10, 32, seed=2)
-    model = HNFForImageClassification(tiny_config())
+    model = HNFForImageClassification(tiny_hnf_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
@@ -397,7 +354,7 @@ def test_tiny_hnf_learns_procedural_ten_class_problem():
 
 
 def test_hidden_states_are_each_layers_tokens_and_attentions_are_refused():
-    model = HNFForImageClassification(tiny_config()).eval()
+    model = HNFForImageClassification(tiny_hnf_config()).eval()
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model(pixel_values=pixels)
@@ -407,7 +364,7 @@ def test_hidden_states_are_each_layers_tokens_and_attentions_are_refused():
     assert torch.allclose(out.logits, plain.logits, atol=1e-6)
     with pytest.raises(ValueError, match="no attention weights"):
         model(pixel_values=pixels, output_attentions=True)
-    vit = HNFForImageClassification(tiny_config(image_encoder="vit")).eval()
+    vit = HNFForImageClassification(tiny_hnf_config(image_encoder="vit")).eval()
     with torch.no_grad():
         states = vit(pixel_values=pixels, output_hidden_states=True).hidden_states
     assert [tuple(h.shape) for h in states] == [(2, 65, 32)] * 3

@@ -20,7 +20,7 @@ from emvision.train.metrics.classification import (
 )
 from emvision.train.metrics.vqa_loader import VQA_METRIC_DIR, load_vqa_metric
 
-REFERENCE_ROWS = Path(__file__).resolve().parent / "fixtures" / "reference" / "vqa_metric_examples.jsonl"  # the MVaEMa paper's Table 7
+REFERENCE_ROWS = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "vqa_metric_examples.jsonl"  # the MVaEMa paper's Table 7
 VQA_KEYS = {"bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"}
 
 

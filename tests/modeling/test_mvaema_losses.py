@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-LOSSES_FILE = Path(__file__).resolve().parents[1] / "modeling" / "losses.py"
+LOSSES_FILE = Path(__file__).resolve().parents[2] / "modeling" / "losses.py"
 
 
 def _load_losses():
@@ -28,15 +28,6 @@ def _load_losses():
 _losses = _load_losses()
 contrastive_loss, gather_features = _losses.contrastive_loss, _losses.gather_features
 itm_loss, lm_loss, sample_hard_negatives = _losses.itm_loss, _losses.lm_loss, _losses.sample_hard_negatives
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add synchronisation, which is costly when the cores are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_package_exports_this_file():

@@ -32,8 +32,7 @@ from emvision.datasets_scripts.teacher.client import RateLimiter, RetryPolicy, i
 from emvision.datasets_scripts.teacher.cost import Pricing, image_tokens
 from emvision.vocabulary import SEM_CATEGORIES, category_display_name
 
-sys.path.insert(0, str(Path(__file__).parent))
-from openai_fake_server import FAULT_KINDS, FakeOpenAIServer, Fault, scripted_faults, seeded_faults  # noqa: E402
+from openai_fake_server import FAULT_KINDS, FakeOpenAIServer, Fault, scripted_faults, seeded_faults
 
 SECRET = "sk-test-emvision-0f3c9a7d2b6e4c81a5d9"
 MODEL = "fake-vision-teacher"

@@ -25,48 +25,7 @@ from emvision.modeling import HNFConfig, HNFForImageClassification, HNFModel
 from emvision.vocabulary import SEM_CATEGORIES
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 from emvision.train import pretrain_text_mlm
-
-# HAND-WRITTEN STAND-INS for the LLM-written class descriptions (short, written for these tests; not model output).
-HAND_WRITTEN_DESCRIPTIONS = {
-    "Biological": "Cells and bacteria with soft, irregular membranes and thin protrusions.",
-    "Fibres": "Long curved filaments crossing each other in entangled mats.",
-    "Films_Coated_Surface": "A continuous layer with grains, nodules and polygonal cracks.",
-    "MEMS_devices_and_electrodes": "Lithographic structures: straight edges, pads, combs and cantilevers.",
-    "Nanowires": "Thin straight wires, dense forests or random networks of rods.",
-    "Particles": "Separate round or faceted particles of similar size on a substrate.",
-    "Patterned_surface": "Regular periodic arrays of holes, pillars or lines.",
-    "Porous_Sponge": "A continuous skeleton full of dark rounded pores.",
-    "Powder": "Agglomerated grains of many sizes piled in clumps.",
-    "Tips": "A single sharp conical probe tip narrowing to an apex.",
-}
-TINY_TEXT_CONFIG = dict(
-    vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=128
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models only lose time to intra-op threading (and a lot of it on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def narrow_config(**changes) -> HNFConfig:
-    """The default geometry (224 px; 16, 28, 32 px patches) at a small width."""
-    settings = dict(
-        hidden_size=16,
-        num_attention_heads=2,
-        intermediate_size=32,
-        fusion_num_heads=2,
-        text_config=TINY_TEXT_CONFIG,
-        description_max_length=96,
-        class_descriptions={name: [text] for name, text in HAND_WRITTEN_DESCRIPTIONS.items()},
-        class_descriptions_source="human (hand-written test stand-ins)",
-    )
-    settings.update(changes)
-    return HNFConfig(**settings)
+from tiny_models import HAND_WRITTEN_DESCRIPTIONS, ONE_DESCRIPTION_PER_CLASS, narrow_hnf_config
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +33,7 @@ def saved_model(tmp_path_factory):
     """A small HNF saved with its image processor, and the logits it gives on a fixed batch."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("hnf")
-    model = HNFForImageClassification(narrow_config()).eval()
+    model = HNFForImageClassification(narrow_hnf_config()).eval()
     model.save_pretrained(folder)
     MicrographImageProcessor().save_pretrained(folder)
     pixels = torch.rand(3, 3, 224, 224) * 2 - 1
@@ -93,7 +52,7 @@ def test_saved_folder_is_safetensors_with_code_and_image_processor(saved_model):
     assert config["model_type"] == "hnf"
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_hnf.HNFForImageClassification"
     assert config["id2label"]["3"] == "MEMS_devices_and_electrodes"
-    assert config["class_descriptions"]["Tips"] == [HAND_WRITTEN_DESCRIPTIONS["Tips"]]
+    assert config["class_descriptions"]["Tips"] == ONE_DESCRIPTION_PER_CLASS["Tips"]
     assert "hnf.text_encoder.description_input_ids" in load_file(str(folder / "model.safetensors"))
     assert isinstance(AutoImageProcessor.from_pretrained(folder), MicrographImageProcessor)
 
@@ -186,7 +145,7 @@ def description_subset(tmp_path_factory):
     from emvision.datasets_scripts.storage import HUMAN_SOURCE, class_descriptions_features
 
     rows = [
-        {"label": index, "name": name, "description": HAND_WRITTEN_DESCRIPTIONS[name], "source": HUMAN_SOURCE,
+        {"label": index, "name": name, "description": HAND_WRITTEN_DESCRIPTIONS[name][0], "source": HUMAN_SOURCE,
          "prompt": class_description_prompt(name)}
         for index, name in enumerate(SEM_CATEGORIES)
     ]
@@ -212,8 +171,8 @@ def test_class_descriptions_subset_feeds_the_config(description_subset):
     from emvision.datasets_scripts.storage import class_descriptions_by_class
 
     descriptions, source = class_descriptions_by_class(load_from_disk(str(description_subset)), list(SEM_CATEGORIES))
-    assert source == "human" and descriptions["Powder"] == [HAND_WRITTEN_DESCRIPTIONS["Powder"]]
-    model = HNFModel(narrow_config(class_descriptions=descriptions, class_descriptions_source=source))
+    assert source == "human" and descriptions["Powder"] == ONE_DESCRIPTION_PER_CLASS["Powder"]
+    model = HNFModel(narrow_hnf_config(class_descriptions=descriptions, class_descriptions_source=source))
     assert model.text_encoder.description_labels.tolist() == list(range(10))
     with pytest.raises(ValueError, match="row 1: label 'Gold'"):
         class_descriptions_by_class([{"label": 0, "description": "x"}, {"label": "Gold", "description": "y"}], list(SEM_CATEGORIES))
@@ -226,7 +185,7 @@ def test_mlm_pretraining_learns_and_saves_a_loadable_folder(pretrained_text_fold
     assert (output / "model.safetensors").exists() and json.loads((output / "mlm_summary.json").read_text())["steps"] == 60
     tokenizer = AutoTokenizer.from_pretrained(output)
     assert tokenizer.mask_token == "[MASK]" and tokenizer.tokenize("nanowires")  # no [UNK] for domain words
-    assert "[UNK]" not in tokenizer.tokenize(HAND_WRITTEN_DESCRIPTIONS["MEMS_devices_and_electrodes"])
+    assert "[UNK]" not in tokenizer.tokenize(HAND_WRITTEN_DESCRIPTIONS["MEMS_devices_and_electrodes"][0])
     assert AutoModelForMaskedLM.from_pretrained(output).config.hidden_size == 16
 
 
@@ -234,7 +193,7 @@ def test_hnf_fine_tunes_the_pretrained_text_encoder(pretrained_text_folder, tmp_
     text_folder, _ = pretrained_text_folder
     local_copy = tmp_path / "text-encoder"
     shutil.copytree(text_folder, local_copy)
-    config = narrow_config(text_config=None, text_model_name_or_path=str(local_copy), description_max_length=64)
+    config = narrow_hnf_config(text_config=None, text_model_name_or_path=str(local_copy), description_max_length=64)
     assert config.text_config.hidden_size == 16 and config.text_config.vocab_size == len(AutoTokenizer.from_pretrained(local_copy))
     torch.manual_seed(0)
     model = HNFForImageClassification(config).eval()
@@ -243,7 +202,7 @@ def test_hnf_fine_tunes_the_pretrained_text_encoder(pretrained_text_folder, tmp_
     for name, tensor in model.hnf.text_encoder.language_model.state_dict().items():
         assert torch.equal(tensor, pretrained[name]), name  # not re-initialised by post_init
     tokenizer = AutoTokenizer.from_pretrained(local_copy)
-    expected = tokenizer(HAND_WRITTEN_DESCRIPTIONS["Biological"], padding="max_length", max_length=64, return_tensors="pt")
+    expected = tokenizer(HAND_WRITTEN_DESCRIPTIONS["Biological"][0], padding="max_length", max_length=64, return_tensors="pt")
     assert torch.equal(model.hnf.text_encoder.description_input_ids[0], expected["input_ids"][0])
 
     folder = tmp_path / "hnf"

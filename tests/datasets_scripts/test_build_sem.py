@@ -407,7 +407,7 @@ def test_push_to_hub_uploads_card_subsets_and_rejects(folders_build, monkeypatch
 def test_cli(layouts, tmp_path, capsys):
     output = tmp_path / "cli"
     command = [sys.executable, "datasets_scripts/build_sem.py", str(layouts["flat"]), "--output", str(output), "--num_folds", "3", "--seed", "1", "--quiet"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].startswith(f"{output}: 18 images in 10 classes; 0 rejects")

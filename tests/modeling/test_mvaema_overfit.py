@@ -53,8 +53,6 @@ def _synthetic_images(folder):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, real_sem_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: threads only add overhead, and the cores may be shared
     folder = tmp_path_factory.mktemp("overfit")
     images = {name: str(path) for name, path in _synthetic_images(folder).items()}
     for category in ("Nanowires", "Patterned_surface", "Porous_Sponge"):
@@ -86,8 +84,7 @@ def trained(tmp_path_factory, real_sem_dir):
             if processor.batch_decode(model.generate(**prompts, max_new_tokens=24)) == answers:
                 break
     model.eval()
-    yield dict(model=model, processor=processor, paths=paths, questions=questions, answers=answers, steps=step + 1, folder=folder)
-    torch.set_num_threads(threads)
+    return dict(model=model, processor=processor, paths=paths, questions=questions, answers=answers, steps=step + 1, folder=folder)
 
 
 def test_overfits_and_generates_every_answer_exactly(trained):

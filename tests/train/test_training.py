@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
 TINY_HNF = "patch_sizes=[32,32],num_neighbors=[4,4],hidden_size=32,intermediate_size=64,fusion_num_heads=2,num_attention_heads=2"
 FAST = ["--report_to", "none", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--num_folds", "5"]

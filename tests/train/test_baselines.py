@@ -13,7 +13,8 @@ from accelerate import Accelerator
 from PIL import Image
 from transformers import BlipForQuestionAnswering, ViTForImageClassification
 
-from emvision.modeling import HNFConfig, MVaEMaConfig
+from emvision.modeling import HNFConfig
+from tiny_models import one_layer_mvaema_config
 from emvision.processing import MVaEMaProcessor
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 from emvision.processing.tokenization_micrograph import train_wordpiece_tokenizer
@@ -34,20 +35,12 @@ def rows(real_sem_images):
             for i, (image, q, a) in enumerate(zip(images, QUESTIONS, ANSWERS))]
 
 
-def tiny_mvaema_config(vocab_size: int) -> MVaEMaConfig:
-    config = MVaEMaConfig()
-    config.vision_config.image_size, config.vision_config.patch_size = 64, 32
-    config.vision_config.num_hidden_layers = config.text_config.num_hidden_layers = 1
-    config.text_config.vocab_size = vocab_size
-    return config
-
-
 def test_blip_baseline_trains_generates_and_reloads(rows, tmp_path):
     tokenizer = train_wordpiece_tokenizer(QUESTIONS + ANSWERS, vocab_size=300)
     mvaema_processor = MVaEMaProcessor(MicrographImageProcessor(size={"height": 64, "width": 64}), tokenizer)
     processor = BlipBaselineProcessor.from_mvaema_processor(mvaema_processor)
     torch.manual_seed(0)
-    model = build_blip_baseline(tiny_mvaema_config(len(tokenizer)), tokenizer)
+    model = build_blip_baseline(one_layer_mvaema_config(len(tokenizer)), tokenizer)
     assert model.config.text_config.sep_token_id == tokenizer.eos_token_id  # BLIP's decoder stops at [EOS]
 
     batch = BlipTrainingCollator(processor, with_captions=False)(rows)
