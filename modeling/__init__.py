@@ -43,7 +43,8 @@ HNFForImageClassification.register_for_auto_class("AutoModelForImageClassificati
 
 # The image processor both models share; its file travels with every saved processor
 for _config in (MVaEMaConfig, HNFConfig):
-    AutoImageProcessor.register(_config, image_processor_classes={"pil": MicrographImageProcessor}, exist_ok=True)
+    # positional: the keyword changed in transformers 5.10 (`image_processor_classes={"pil": ...}`); this form works in both
+    AutoImageProcessor.register(_config, MicrographImageProcessor, exist_ok=True)
 MicrographImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
