@@ -22,11 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import BlipConfig, BlipForQuestionAnswering, ViTConfig, ViTForImageClassification
 from transformers.feature_extraction_utils import BatchFeature
 
 from emvision.train.data.collators import VQACollator
+
+if TYPE_CHECKING:  # loaded when a baseline is built: the scripts import count_parameters on every run
+    from transformers import BlipConfig, BlipForQuestionAnswering, ViTConfig, ViTForImageClassification
 
 BASELINES = {"vqa": ("blip",), "classify": ("vit",)}
 
@@ -37,6 +41,8 @@ def blip_config_like(mvaema_config, vocab_size: int | None = None) -> BlipConfig
     BLIP's answer decoder stops at ``text_config.sep_token_id``: it is set to MVaEMa's [EOS], the token
     every answer ends with. Its decoder starts from ``bos_token_id`` (MVaEMa's [DEC]).
     """
+    from transformers import BlipConfig
+
     vision, text = mvaema_config.vision_config, mvaema_config.text_config
     return BlipConfig(
         vision_config=dict(
@@ -56,6 +62,8 @@ def blip_config_like(mvaema_config, vocab_size: int | None = None) -> BlipConfig
 
 def build_blip_baseline(mvaema_config, tokenizer) -> BlipForQuestionAnswering:
     """``BlipForQuestionAnswering`` at MVaEMa's sizes whose special tokens are ``tokenizer``'s."""
+    from transformers import BlipForQuestionAnswering
+
     text = mvaema_config.text_config
     for role in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(text, role, getattr(tokenizer, role))
@@ -64,6 +72,8 @@ def build_blip_baseline(mvaema_config, tokenizer) -> BlipForQuestionAnswering:
 
 def vit_config_like(hnf_config, intermediate_size: int | None = None) -> ViTConfig:
     """A ``ViTConfig`` at an ``HNFConfig``'s width and depth (HNF's first patch size), same labels."""
+    from transformers import ViTConfig
+
     return ViTConfig(
         image_size=hnf_config.image_size,
         patch_size=hnf_config.patch_sizes[0],
@@ -79,6 +89,8 @@ def vit_config_like(hnf_config, intermediate_size: int | None = None) -> ViTConf
 
 
 def build_vit_baseline(hnf_config, intermediate_size: int | None = None) -> ViTForImageClassification:
+    from transformers import ViTForImageClassification
+
     return ViTForImageClassification(vit_config_like(hnf_config, intermediate_size))
 
 
@@ -171,7 +183,7 @@ class BlipTrainingCollator(VQACollator):
 
 def load_blip_baseline(folder: str | Path) -> tuple[BlipForQuestionAnswering, BlipBaselineProcessor]:
     """A folder written by ``train/vqa.py --baseline blip``: the model and its processor."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, BlipForQuestionAnswering
 
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 

@@ -19,19 +19,26 @@ import math
 import time
 from pathlib import Path
 
-from emvision.train.baselines import count_parameters
-from emvision.train.data.collators import ImageCollator
-from emvision.train.data.sources import add_data_args, class_descriptions_from, resolve_dataset
-from emvision.train.data.splits import split_by_fold
-from emvision.train.evaluation.classifier import evaluate_classifier
-from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
-from emvision.train.loop.arguments import add_training_args, apply_step_budget, default_output_dir
+from emvision.train.data.sources import add_data_args, check_dataset_copy
+from emvision.train.loop.arguments import (
+    HelpFormatter,
+    ScriptArgumentParser,
+    add_training_args,
+    apply_step_budget,
+    check_training_args,
+    default_output_dir,
+)
 from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
-from emvision.train.loop.trainer import TrainingLoop, make_accelerator
-from emvision.train.publishing.hub import add_hub_args, check_hub_args, maybe_push
-from emvision.train.publishing.lora import add_lora_args, apply_lora
-from emvision.train.publishing.model_card import DataProvenance, build_model_card, training_procedure_markdown
-from emvision.train.publishing.model_folder import save_model_folder
+from emvision.train.loop.preflight import (
+    check_dataset_path,
+    check_model_path,
+    check_output_dir,
+    check_resume_target,
+    remove_stale_outputs,
+    run_script,
+)
+from emvision.train.publishing.hub import add_hub_args, check_hub_args
+from emvision.train.publishing.lora import add_lora_args
 
 BASELINE_CARD_NOTE = (
     "This folder is NOT HNF: it is the same-size transformers baseline (`ViTForImageClassification`, "
@@ -41,11 +48,11 @@ QUICK_START_STEPS = 60
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = ScriptArgumentParser(
         description="Train HNF on micrograph classes (paper protocol: Adam 1e-3, batch 48, <=50 epochs, "
         "LR halved after 5 stagnant epochs, early stopping).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", type=str, default=None, help="a trained HNF folder or Hub id to start from")
@@ -59,8 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_training_args(parser)
     add_lora_args(parser)
     add_hub_args(parser)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_hub_args(args)
+    check_training_args(parser, args)
     if args.baseline and (args.model_name_or_path or args.text_model_name_or_path or args.paper_protocol):
         parser.error("--baseline builds a new ViT from scratch: it cannot be combined with --model_name_or_path, "
                      "--text_model_name_or_path or --paper_protocol")
@@ -68,6 +81,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.output_dir = default_output_dir("classify")
     apply_step_budget(args, QUICK_START_STEPS)
     return args
+
+
+def preflight(args) -> None:
+    """Everything this run was given, checked before a dataset is built or a model loaded."""
+    check_output_dir(args)
+    check_resume_target(args)
+    check_dataset_path(args)
+    check_dataset_copy(args)
+    check_model_path(args.model_name_or_path, "--model_name_or_path", "train one with `accelerate launch train/classify.py`")
+    check_model_path(args.text_model_name_or_path, "--text_model_name_or_path",
+                     "pre-train one with `python train/pretrain_text_mlm.py DESCRIPTIONS --output_dir DIR`")
+    check_model_path(args.mvaema_model, "--mvaema_model", "train one with `accelerate launch train/vqa.py`")
 
 
 def build_model(args, class_names: list[str], descriptions, descriptions_source):
@@ -93,7 +118,31 @@ def build_model(args, class_names: list[str], descriptions, descriptions_source)
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    preflight(args)
+
+    from emvision.train.baselines import count_parameters
+    from emvision.train.data.collators import ImageCollator
+    from emvision.train.data.sources import class_descriptions_from, description_sources, resolve_dataset
+    from emvision.train.data.splits import split_by_fold
+    from emvision.train.evaluation.chance import CLASSIFICATION_CHANCE_NOTE
+    from emvision.train.evaluation.classifier import evaluate_classifier
+    from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
+    from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+    from emvision.train.publishing.hub import maybe_push
+    from emvision.train.publishing.lora import apply_lora
+    from emvision.train.publishing.model_card import (
+        DataProvenance,
+        build_model_card,
+        classification_results,
+        describe_base_model,
+        training_procedure_markdown,
+    )
+    from emvision.train.publishing.model_folder import save_model_folder
+
     accelerator = make_accelerator(args)
+    if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
+        remove_stale_outputs(Path(args.output_dir), log=accelerator.print)
+    accelerator.wait_for_everyone()
     accelerator.print(f"HNF training on {accelerator.num_processes} process(es), device {accelerator.device}")
     if args.quick_start:
         accelerator.print(f"Embedded synthetic set, quick-start budget of {QUICK_START_STEPS} optimizer steps (--max_train_steps 0 lifts it)")
@@ -128,6 +177,13 @@ def main(argv=None) -> dict:
         batch_size=args.per_device_eval_batch_size, label_conditioned=label_conditioned,
         metadata={"model": "ViT baseline" if args.baseline else "HNF", "dataset": source.name, "synthetic_data": source.synthetic},
     )
+    # the model encodes every description of the dataset (or the true class's, under the paper protocol)
+    provenance = DataProvenance.from_rows(
+        source.name,
+        image_sources=["synthetic" if source.synthetic else "real"] * len(train_split),
+        description_sources=description_sources(source) if descriptions else (),
+    )
+    base = describe_base_model(args.model_name_or_path)
     metrics = {
         "label_conditioned": label_conditioned,
         "synthetic_data": source.synthetic,
@@ -135,11 +191,15 @@ def main(argv=None) -> dict:
         + ("paper protocol: each image's text side held its TRUE class's descriptions" if label_conditioned
            else "label-free: every image attends over the descriptions of all classes"),
         "dataset": source.name,
+        "data_provenance": provenance.to_json(),
+        "base_model": base.to_json() if base else None,
+        "hub_model_id": args.hub_model_id,
         "model": "ViT baseline (ViTForImageClassification at HNF's width and depth)" if args.baseline else "HNF",
         "class_descriptions_source": descriptions_source or "class names only",
         **results,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
-        "epochs": state.epoch,
+        "epochs": round(state.global_step / loop.steps_per_epoch, 3),
+        "steps_per_epoch": loop.steps_per_epoch,
         "optimizer_steps": state.global_step,
         "train_seconds": round(time.time() - started, 1),
         "parameters": total,
@@ -148,23 +208,19 @@ def main(argv=None) -> dict:
     if args.mvaema_model:
         metrics["mvaema_zero_shot"] = evaluate_mvaema_folder(accelerator, args, source)
 
-    provenance = DataProvenance.from_rows(
-        source.name,
-        image_sources=["synthetic" if source.synthetic else "real"] * len(train_split),
-        description_sources=[descriptions_source] * sum(len(v) for v in descriptions.values()) if descriptions else (),
-    )
     card = build_model_card(
         "hnf",
         **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance,
-        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, details=[
+        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, loop.steps_per_epoch, base=base, details=[
             f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF"
         ] if args.text_model_name_or_path else ()),
-        results={k: results[k] for k in ("top1", "top5", "macro_f1")},
+        results=classification_results(results),
         label_conditioned=label_conditioned,
         protocol_note=metrics["protocol"],
-        base_model=args.model_name_or_path,
+        chance_note=CLASSIFICATION_CHANCE_NOTE,
+        base_model=base,
     )
     output_dir = save_model_folder(accelerator, model, image_processor, args.output_dir, card=card, metrics=metrics,
                                    lora_args=args if args.lora else None)
@@ -178,4 +234,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

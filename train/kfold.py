@@ -16,6 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from emvision.train.loop.arguments import HelpFormatter, ScriptArgumentParser, num_folds_type
+from emvision.train.loop.preflight import InputError, earlier_run_entries, run_script
+
 SCRIPTS = ("vqa", "classify")
 SUMMARY_KEYS = {
     "vqa": ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor", "zero_shot_classification.top1", "zero_shot_classification.top5",
@@ -63,23 +66,57 @@ def to_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = ScriptArgumentParser(
+        description="Cross-validate train/vqa.py or train/classify.py over K folds: each fold k trains with --fold k, "
+        "and the metrics' mean and standard deviation go to <output_dir>/kfold_summary.json and .md. "
+        "Arguments after '--' go to the script unchanged.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("script", choices=SCRIPTS, help="the training script to cross-validate: vqa (MVaEMa) or classify (HNF)")
+    parser.add_argument("--num_folds", type=num_folds_type, default=10, help="K: the dataset's folds (>= 3); every fold is tested once")
+    parser.add_argument("--folds", type=str, default=None, help="comma-separated subset of folds to run, e.g. 0,1,2 (default: all K)")
+    parser.add_argument("--output_dir", type=str, default=None,
+                        help="folder for the summary; fold k trains into <output_dir>/fold_k (default: outputs/<script>_kfold)")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="replace the fold folders of an earlier cross-validation (passed on to every fold)")
+    return parser
+
+
+def parse_folds(parser: argparse.ArgumentParser, text: str | None, num_folds: int) -> list[int]:
+    if not text:
+        return list(range(num_folds))
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"argument --folds: expected comma-separated integers in 0..{num_folds - 1}, got {text!r}")
+    outside = [fold for fold in folds if not 0 <= fold < num_folds]
+    if not folds or outside:
+        parser.error(f"argument --folds: every fold must be in 0..{num_folds - 1} for --num_folds {num_folds}, got {text!r}")
+    return sorted(set(folds))
+
+
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     script_args: list[str] = []
     if "--" in argv:
         split = argv.index("--")
         argv, script_args = argv[:split], argv[split + 1 :]
-    parser = argparse.ArgumentParser(description="Cross-validate train/vqa.py or train/classify.py over K folds.")
-    parser.add_argument("script", choices=SCRIPTS)
-    parser.add_argument("--num_folds", type=int, default=10)
-    parser.add_argument("--folds", type=str, default=None, help="comma-separated subset of folds (default: all)")
-    parser.add_argument("--output_dir", type=str, default=None, help="default: outputs/<script>_kfold")
+    parser = build_parser()
     args = parser.parse_args(argv)
     for reserved in ("--fold", "--num_folds", "--output_dir"):
         if reserved in script_args:
-            raise SystemExit(f"{reserved} is set per fold by kfold.py; pass --num_folds/--output_dir before '--'")
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(args.num_folds))
+            parser.error(f"{reserved} is set per fold by kfold.py; pass --num_folds/--output_dir before '--'")
+    folds = parse_folds(parser, args.folds, args.num_folds)
     output_dir = Path(args.output_dir or f"outputs/{args.script}_kfold")
+    if args.overwrite_output_dir and "--overwrite_output_dir" not in script_args:
+        script_args.append("--overwrite_output_dir")
+    # every fold's folder is checked before the first fold trains, not when its turn comes
+    if not ({"--overwrite_output_dir", "--resume_from_checkpoint"} & set(script_args)):
+        earlier = [fold for fold in folds if earlier_run_entries(output_dir / f"fold_{fold}")]
+        if earlier:
+            raise InputError(f"{output_dir} already holds folds {', '.join(map(str, earlier))} of an earlier run: pass --overwrite_output_dir "
+                             "to replace them, --resume_from_checkpoint latest after '--' to continue them, or choose another --output_dir")
 
     if args.script == "vqa":
         from emvision.train.vqa import main as run
@@ -104,4 +141,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,43 +23,53 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from emvision.train.loop.arguments import ScriptArgumentParser, positive_int
+from emvision.train.loop.preflight import InputError, MissingInputError, check_model_path, check_output_dir, run_script
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
 # Characters every vocabulary keeps, so numbers, units and punctuation never become [UNK].
 BASE_ALPHABET = string.ascii_lowercase + string.digits + string.punctuation + "µμ°±×≈≤≥Å·"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="MLM domain pre-training of a small BERT on class descriptions, for HNF's text branch "
-        "(load the output with HNFConfig(text_model_name_or_path=OUTPUT_DIR)).",
+def build_parser() -> argparse.ArgumentParser:
+    parser = ScriptArgumentParser(
+        description="Pre-train HNF's text encoder (a small BERT) with MLM on class descriptions.",
     )
-    parser.add_argument("descriptions", help="class_descriptions dataset folder, or a text file (one description per line)")
-    parser.add_argument("--output_dir", required=True, metavar="DIR", help="folder to write: weights, tokenizer, mlm_summary.json")
+    parser.add_argument("descriptions", help="class_descriptions folder, or a text file: one description a line")
+    parser.add_argument("--output_dir", required=True, metavar="DIR", help="folder to write (HNF's text_model_name_or_path)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier run in --output_dir")
     parser.add_argument("--tokenizer_name_or_path", metavar="PATH", help="reuse this tokenizer (default: train a WordPiece one)")
-    parser.add_argument("--vocab_size", type=int, default=2000, metavar="N", help="WordPiece vocabulary bound (default: 2000)")
+    parser.add_argument("--vocab_size", type=positive_int, default=2000, metavar="N", help="WordPiece vocabulary bound (default: 2000)")
     model = parser.add_argument_group("model (defaults: HNF's text encoder, 2 layers x 64 wide, 4 heads, MLP 256)")
-    model.add_argument("--hidden_size", type=int, default=64, metavar="N")
-    model.add_argument("--num_hidden_layers", type=int, default=2, metavar="N")
-    model.add_argument("--num_attention_heads", type=int, default=4, metavar="N")
-    model.add_argument("--intermediate_size", type=int, default=256, metavar="N")
+    model.add_argument("--hidden_size", type=positive_int, default=64, metavar="N", help="width of every layer")
+    model.add_argument("--num_hidden_layers", type=positive_int, default=2, metavar="N", help="transformer layers")
+    model.add_argument("--num_attention_heads", type=positive_int, default=4, metavar="N", help="heads; must divide the width")
+    model.add_argument("--intermediate_size", type=positive_int, default=256, metavar="N", help="MLP width")
     train = parser.add_argument_group("training")
-    train.add_argument("--max_length", type=int, default=256, metavar="N", help="tokens per sequence; longer texts are split (default: 256)")
+    train.add_argument("--max_length", type=positive_int, default=256, metavar="N", help="tokens per sequence, longer texts split (default: 256)")
     train.add_argument("--mlm_probability", type=float, default=0.15, metavar="P", help="masked fraction (default: 0.15)")
-    train.add_argument("--num_train_epochs", type=int, default=50, metavar="N", help="(default: 50)")
-    train.add_argument("--max_train_steps", type=int, metavar="N", help="stop after N optimizer steps (overrides epochs)")
-    train.add_argument("--batch_size", type=int, default=16, metavar="N", help="(default: 16)")
+    train.add_argument("--num_train_epochs", type=positive_int, default=50, metavar="N", help="passes over the descriptions (default: 50)")
+    train.add_argument("--max_train_steps", type=positive_int, metavar="N", help="stop after N optimizer steps (overrides epochs)")
+    train.add_argument("--batch_size", type=positive_int, default=16, metavar="N", help="sequences per step (default: 16)")
     train.add_argument("--learning_rate", type=float, default=1e-3, metavar="LR", help="AdamW, linear warm-up and decay (default: 1e-3)")
-    train.add_argument("--weight_decay", type=float, default=0.01, metavar="W", help="(default: 0.01)")
-    train.add_argument("--warmup_ratio", type=float, default=0.1, metavar="R", help="(default: 0.1)")
-    train.add_argument("--seed", type=int, default=0, metavar="N", help="(default: 0)")
-    return parser.parse_args(argv)
+    train.add_argument("--weight_decay", type=float, default=0.01, metavar="W", help="AdamW weight decay (default: 0.01)")
+    train.add_argument("--warmup_ratio", type=float, default=0.1, metavar="R", help="share of the steps spent warming up (default: 0.1)")
+    train.add_argument("--seed", type=int, default=0, metavar="N", help="seed of weights, masks and order (default: 0)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def read_descriptions(path: str | Path) -> tuple[list[str], list[str]]:
     """The description texts and their sources, from a `class_descriptions` dataset folder or a text file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such class_descriptions folder or text file")
+        raise MissingInputError(
+            f"{path}: no such class_descriptions folder or text file; datasets_scripts/generate_qa.py writes DIR/class_descriptions, "
+            "or give a text file with one description per line"
+        )
     if path.is_file():
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         sources = [f"file:{path.name}"]
@@ -70,11 +80,11 @@ def read_descriptions(path: str | Path) -> tuple[list[str], list[str]]:
             path = path / "class_descriptions"
         dataset = load_from_disk(str(path))
         if "description" not in dataset.column_names:
-            raise ValueError(f"{path}: no 'description' column (columns: {dataset.column_names}); expected a class_descriptions subset")
+            raise InputError(f"{path}: no 'description' column (columns: {dataset.column_names}); expected a class_descriptions subset")
         texts = [text.strip() for text in dataset["description"] if text and text.strip()]
         sources = sorted(set(dataset["source"])) if "source" in dataset.column_names else []
     if not texts:
-        raise ValueError(f"{path}: no non-empty descriptions")
+        raise InputError(f"{path}: no non-empty descriptions")
     return texts, sources
 
 
@@ -108,6 +118,9 @@ def masked_lm_loss(model, batches) -> tuple[float, float]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    texts, sources = read_descriptions(args.descriptions)  # before anything is written
+    check_output_dir(args)
+    check_model_path(args.tokenizer_name_or_path, "--tokenizer_name_or_path", "save a tokenizer there with `save_pretrained`")
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
@@ -116,7 +129,6 @@ def main(argv=None) -> dict:
 
     accelerator = Accelerator()
     set_seed(args.seed)
-    texts, sources = read_descriptions(args.descriptions)
     if args.tokenizer_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
         if tokenizer.mask_token is None:
@@ -196,4 +208,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,19 +19,29 @@ import math
 import time
 from pathlib import Path
 
-from emvision.train.baselines import count_parameters
-from emvision.train.data.collators import VQACollator
-from emvision.train.data.sources import DatasetSource, add_data_args, resolve_dataset
-from emvision.train.data.splits import split_by_fold
-from emvision.train.evaluation.vqa import evaluate_vqa
-from emvision.train.evaluation.zero_shot import evaluate_zero_shot
-from emvision.train.loop.arguments import add_training_args, apply_step_budget, default_output_dir
+from emvision.train.data.sources import add_data_args, check_dataset_copy
+from emvision.train.loop.arguments import (
+    HelpFormatter,
+    ScriptArgumentParser,
+    add_training_args,
+    apply_step_budget,
+    check_training_args,
+    default_output_dir,
+    non_negative_int,
+    positive_int,
+)
 from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
-from emvision.train.loop.trainer import TrainingLoop, make_accelerator
-from emvision.train.publishing.hub import add_hub_args, check_hub_args, maybe_push
-from emvision.train.publishing.lora import add_lora_args, apply_lora
-from emvision.train.publishing.model_card import DataProvenance, build_model_card, training_procedure_markdown
-from emvision.train.publishing.model_folder import save_model_folder
+from emvision.train.loop.preflight import (
+    InputError,
+    check_dataset_path,
+    check_model_path,
+    check_output_dir,
+    check_resume_target,
+    remove_stale_outputs,
+    run_script,
+)
+from emvision.train.publishing.hub import add_hub_args, check_hub_args
+from emvision.train.publishing.lora import add_lora_args
 
 BASELINE_CARD_NOTE = (
     "This folder is NOT MVaEMa: it is the same-size transformers baseline (`BlipForQuestionAnswering`, "
@@ -42,32 +52,38 @@ QUICK_START_STEPS = 150  # the embedded synthetic set's default budget; --max_tr
 DEFAULT_SYNTHETIC_IMAGES = 1000
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = ScriptArgumentParser(
         description="Train MVaEMa on micrograph question-answer pairs (paper protocol: Adam 1e-3, batch 48, "
         "<=50 epochs, LR halved after 5 stagnant epochs, early stopping).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", type=str, default=None, help="a trained MVaEMa folder or Hub id to start from")
     model.add_argument("--vision_model_name_or_path", type=str, default=None, help="initialise the image encoder from a ViT checkpoint")
     model.add_argument("--text_model_name_or_path", type=str, default=None, help="initialise the text side (and tokenizer) from a BERT-style checkpoint")
     model.add_argument("--config_overrides", type=str, default=None, help="e.g. 'use_itc=false,vision_config.num_hidden_layers=2'")
-    model.add_argument("--vocab_size", type=int, default=2048, help="size of the WordPiece tokenizer trained for a new model")
+    model.add_argument("--vocab_size", type=positive_int, default=2048, help="size of the WordPiece tokenizer trained for a new model")
     model.add_argument("--baseline", choices=["blip"], default=None,
                        help="train transformers' BlipForQuestionAnswering at MVaEMa's sizes instead (see train/baselines.py)")
     task = parser.add_argument_group("prompts and evaluation")
     task.add_argument("--caption_protocol", action="store_true", help="train with the paper's captions naming the true category (label-conditioned)")
     task.add_argument("--eval_with_captions", action="store_true", help="evaluate with captions too: metrics marked label-conditioned")
-    task.add_argument("--max_new_tokens", type=int, default=96)
-    task.add_argument("--num_beams", type=int, default=1)
-    task.add_argument("--max_generate_samples", type=int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
+    task.add_argument("--max_new_tokens", type=positive_int, default=96, help="longest generated answer, in tokens")
+    task.add_argument("--num_beams", type=positive_int, default=1, help="beam-search width when answering (1: greedy)")
+    task.add_argument("--max_generate_samples", type=non_negative_int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
     add_training_args(parser)
     add_lora_args(parser)
     add_hub_args(parser)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_hub_args(args)
+    check_training_args(parser, args)
     if args.baseline and (args.model_name_or_path or args.vision_model_name_or_path or args.text_model_name_or_path or args.lora):
         parser.error("--baseline builds a new BLIP from scratch: it cannot be combined with --model_name_or_path, "
                      "--vision_model_name_or_path, --text_model_name_or_path or --lora")
@@ -75,6 +91,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.output_dir = default_output_dir("vqa")
     apply_step_budget(args, QUICK_START_STEPS)
     return args
+
+
+def preflight(args) -> None:
+    """Everything this run was given, checked before a dataset is built or a model loaded."""
+    check_output_dir(args)
+    check_resume_target(args)
+    check_dataset_path(args)
+    check_dataset_copy(args)
+    check_model_path(args.model_name_or_path, "--model_name_or_path", "train one with `accelerate launch train/vqa.py`")
+    check_model_path(args.vision_model_name_or_path, "--vision_model_name_or_path", "save a ViT there with `save_pretrained`")
+    check_model_path(args.text_model_name_or_path, "--text_model_name_or_path",
+                     "pre-train one with `python train/pretrain_text_mlm.py DESCRIPTIONS --output_dir DIR`")
 
 
 def build_model_and_processor(args, train_texts: list[str]):
@@ -114,7 +142,9 @@ def build_model_and_processor(args, train_texts: list[str]):
     return model, MVaEMaProcessor(image_processor=MicrographImageProcessor(), tokenizer=tokenizer)
 
 
-def provenance_for(source: DatasetSource, train_split, caption_protocol: bool) -> DataProvenance:
+def provenance_for(source, train_split, caption_protocol: bool):
+    from emvision.train.publishing.model_card import DataProvenance
+
     rows = train_split.select_columns(["image_id", "teacher"]).to_list() if len(train_split) else []
     image_sources = {row["image_id"]: ("synthetic" if source.synthetic else "real") for row in rows}
     return DataProvenance.from_rows(
@@ -125,9 +155,48 @@ def provenance_for(source: DatasetSource, train_split, caption_protocol: bool) -
     )
 
 
+def load_qa_pairs(source, args, log):
+    """The dataset's ``vqa`` subset, or, when it has none, rows templated from its labels (labels-template)."""
+    from emvision.train.data.label_templates import describe, label_template_vqa
+
+    vqa = source.load("vqa", required=False)
+    if vqa is not None:
+        return vqa, False
+    if args.caption_protocol or args.eval_with_captions:
+        raise InputError(f"{source.name} has no question-answer pairs; trained from its labels, a caption would be the answer itself: "
+                         "drop --caption_protocol/--eval_with_captions, or add question/answer pairs to the dataset")
+    images = source.load("images")
+    log(f"{source.name}: {describe(images.features['label'].names)}")
+    return label_template_vqa(images), True
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    preflight(args)
+
+    from emvision.train.baselines import count_parameters
+    from emvision.train.data.collators import VQACollator
+    from emvision.train.data.sources import resolve_dataset
+    from emvision.train.data.splits import split_by_fold
+    from emvision.train.evaluation.chance import VQA_CHANCE_NOTE
+    from emvision.train.evaluation.vqa import evaluate_vqa
+    from emvision.train.evaluation.zero_shot import evaluate_zero_shot
+    from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+    from emvision.train.publishing.hub import maybe_push
+    from emvision.train.publishing.lora import apply_lora
+    from emvision.train.publishing.model_card import (
+        build_model_card,
+        classification_results,
+        describe_base_model,
+        training_procedure_markdown,
+        vqa_results,
+    )
+    from emvision.train.publishing.model_folder import save_model_folder
+
     accelerator = make_accelerator(args)
+    if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
+        remove_stale_outputs(Path(args.output_dir), log=accelerator.print)
+    accelerator.wait_for_everyone()
     accelerator.print(f"MVaEMa training on {accelerator.num_processes} process(es), device {accelerator.device}")
     if args.quick_start:
         accelerator.print(
@@ -136,7 +205,7 @@ def main(argv=None) -> dict:
         )
     started = time.time()
     source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
-    vqa = source.load("vqa")
+    vqa, labels_template = load_qa_pairs(source, args, accelerator.print)
     train_split, val_split, test_split = split_by_fold(vqa, args)
     accelerator.print(f"{source.name}: {len(train_split)} train / {len(val_split)} validation / {len(test_split)} test QA pairs (fold {args.fold} of {args.num_folds})")
 
@@ -153,18 +222,20 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
-    # BLIP takes no image ids (they mark ITC positives)
-    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline)
+    # BLIP takes no image ids (they mark ITC positives); labels-template rows of one class are all positives
+    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline, positives_by_label=labels_template)
     loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-vqa")
     model = loop.model
     state = loop.fit()
 
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
-    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args)
+    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args, train_split=train_split)
     # BLIP's VQA head has no likelihood classifier: zero-shot classification is MVaEMa's only
     zero_shot = {} if args.baseline else evaluate_zero_shot(accelerator, eval_model, processor, source, args)
     label_conditioned = args.eval_with_captions
+    provenance = provenance_for(source, train_split, args.caption_protocol)
+    base = describe_base_model(args.model_name_or_path)
     metrics = {
         "label_conditioned": label_conditioned,
         "synthetic_data": source.synthetic,
@@ -173,33 +244,39 @@ def main(argv=None) -> dict:
             + ("evaluation prompts carried captions naming the true category" if label_conditioned else "label-free evaluation prompts")
         ),
         "dataset": source.name,
+        "data_provenance": provenance.to_json(),
+        "labels_template": labels_template,
+        "base_model": base.to_json() if base else None,
+        "hub_model_id": args.hub_model_id,
         "model": "BLIP baseline (BlipForQuestionAnswering at MVaEMa's sizes)" if args.baseline else "MVaEMa",
         "train_caption_protocol": args.caption_protocol,
         **vqa_metrics,
         "zero_shot_classification": zero_shot,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
-        "epochs": state.epoch,
+        "epochs": round(state.global_step / loop.steps_per_epoch, 3),
+        "steps_per_epoch": loop.steps_per_epoch,
         "optimizer_steps": state.global_step,
         "train_seconds": round(time.time() - started, 1),
         "parameters": total,
         "history": state.history,
     }
-    card_results = {k: v for k, v in vqa_metrics.items() if isinstance(v, float)}
-    card_results.update({f"zero_shot_{k}": zero_shot[k] for k in ("top1", "top5", "macro_f1") if k in zero_shot})
+    results = vqa_results(vqa_metrics) + (classification_results(zero_shot, key_prefix="zero_shot_") if zero_shot else [])
     card = build_model_card(
         "mvaema",
         **({"extra_limitations": BASELINE_CARD_NOTE} if args.baseline else {}),
         repo_id=args.hub_model_id or Path(args.output_dir).name,
-        provenance=provenance_for(source, train_split, args.caption_protocol),
-        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, details=[
+        provenance=provenance,
+        training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, loop.steps_per_epoch, base=base, details=[
             "- Losses: answer language modelling only (BLIP's VQA head)" if args.baseline else
-            "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)",
+            "- Losses: image-text contrastive (ITC), image-text matching (ITM, hard negatives), answer-only language modelling (LM)"
+            + ("; the texts are the class captions, so every image of a class is a positive for ITC" if labels_template else ""),
             *(["- Training prompts: caption naming the true category + question (the paper's protocol)"] if args.caption_protocol else []),
         ]),
-        results=card_results,
+        results=results,
         label_conditioned=label_conditioned,
         protocol_note=metrics["protocol"],
-        base_model=args.model_name_or_path,
+        chance_note=VQA_CHANCE_NOTE,
+        base_model=base,
     )
     output_dir = save_model_folder(accelerator, model, processor, args.output_dir, card=card, metrics=metrics, lora_args=args if args.lora else None)
     accelerator.end_training()
@@ -213,4 +290,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

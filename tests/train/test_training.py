@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,7 +103,7 @@ def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(syntheti
     straight = _run(_vqa_args(synthetic_dir, tmp_path / "straight", *common), tmp_path / "straight.log")
     interrupted_dir = tmp_path / "interrupted"
     interrupted = _run(_vqa_args(synthetic_dir, interrupted_dir, *common), tmp_path / "interrupted.log")
-    marker = interrupted_dir / "checkpoints" / "step_00000004" / "training_state.json"
+    marker = interrupted_dir / "checkpoints" / "step_00000004" / "checkpoint_complete.json"
     deadline = time.time() + 240
     while not marker.is_file():
         assert interrupted.poll() is None, (tmp_path / "interrupted.log").read_text()[-3000:]
@@ -116,6 +117,8 @@ def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(syntheti
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     assert "Resumed from" in (tmp_path / "resumed.log").read_text()
+    for log in ("straight.log", "resumed.log"):  # tied weights are saved once, without accelerate's warning
+        assert "Removed shared tensor" not in (tmp_path / log).read_text()
 
     expected = load_file(tmp_path / "straight" / "model.safetensors")
     got = load_file(interrupted_dir / "model.safetensors")
@@ -200,6 +203,13 @@ def test_lora_fine_tuning_of_a_released_model_offline_with_the_network_blocked(t
     assert not (output_dir / "model.safetensors").exists(), "--lora must save only the adapter"
     assert json.loads((output_dir / "metrics.json").read_text())["synthetic_data"] is False
     assert "in-house" in json.loads((output_dir / "metrics.json").read_text())["dataset"]
+    card = (output_dir / "README.md").read_text()
+    assert "taken from the in-house dataset's own metadata, author not recorded (`teacher` = in-house" in card
+    assert "written by the teacher model" not in card and "inherit" not in card  # no teacher model wrote these pairs
+    assert "base_model" not in card.split("---", 2)[1], "a local base folder is not a Hub id"
+    assert f"- Base model: the local folder `{base_dir}` (not on the Hub); it was trained on `" in card
+    assert "`: synthetic images; question-answer pairs: oracle answers" in card  # the base's own data provenance
+    assert re.search(r"\| BLEU-2 \| [\d.]+ \| 4 test QA pairs \(of \d+ in the test fold\) \| [\d.]+ \|", card), card
 
     processor = AutoProcessor.from_pretrained(output_dir)
     inputs = processor(images=real_sem_images[3], text="What does the micrograph show?", answers="a sample", return_tensors="pt")
@@ -283,3 +293,240 @@ def test_kfold_runner_reports_mean_and_std(synthetic_dir, tmp_path):
     assert summary["synthetic_data"] is True
     assert (tmp_path / "cv" / "fold_1" / "metrics.json").is_file()
     assert f"| top1 | {top1['mean']:.4f} | {top1['std']:.4f} |" in (tmp_path / "cv" / "kfold_summary.md").read_text()
+
+
+# ---- what a run checks before its first step, and says in one line ------------------------------------
+
+def _script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, str(REPO / "train" / script), *args], cwd=cwd, env=_env(), capture_output=True,
+                            text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _one_line_error(code: int, output: str, *expected: str) -> str:
+    assert code == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0], output[-3000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("vqa.py", ["--num_folds", "0"], ["--num_folds", ">= 3", "got 0"]),
+    ("classify.py", ["--num_folds", "1"], ["--num_folds", ">= 3", "got 1"]),
+    ("vqa.py", ["--fold", "10"], ["--fold", "0..9", "--num_folds 10", "got 10"]),
+    ("classify.py", ["--num_folds", "5", "--fold", "5"], ["--fold", "0..4", "got 5"]),
+    ("classify.py", ["--fold", "-1"], ["--fold", ">= 0"]),
+    ("kfold.py", ["classify", "--num_folds", "1"], ["--num_folds", ">= 3"]),
+    ("kfold.py", ["classify", "--num_folds", "5", "--folds", "0,7"], ["--folds", "0..4", "0,7"]),
+    ("vqa.py", ["--checkpointing_steps", "0"], ["--checkpointing_steps", "'epoch', 'no' or a number"]),
+    ("classify.py", ["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size", ">= 1"]),
+])
+def test_argument_mistakes_are_one_line_errors_at_parse_time(script, args, expected, tmp_path):
+    code, output = _script(script, *args, "--output_dir", str(tmp_path / "out"), cwd=tmp_path) if script != "kfold.py" else \
+        _script(script, *args, cwd=tmp_path)
+    _one_line_error(code, output, *expected)
+    assert not (tmp_path / "out").exists(), "nothing is written before the arguments are right"
+
+
+def test_every_option_of_every_script_has_help():
+    from emvision.train import classify, kfold, pretrain_text_mlm, vqa
+
+    for module in (vqa, classify, kfold, pretrain_text_mlm):
+        for action in module.build_parser()._actions:
+            assert action.help and action.help.strip(), f"{module.__name__}: {action.option_strings or action.dest} has no --help text"
+    code, output = _script("kfold.py", "--help")
+    assert code == 0 and "--num_folds" in output and "K: the dataset's folds" in output
+
+
+def test_a_missing_model_path_says_no_such_folder_in_one_line(tmp_path):
+    (tmp_path / "outputs").mkdir()
+    code, output = _script("classify.py", "--mvaema_model", "outputs/vqa", "--output_dir", str(tmp_path / "o1"), cwd=tmp_path)
+    _one_line_error(code, output, "--mvaema_model: no such folder: outputs/vqa", "accelerate launch train/vqa.py", "or give a Hub id")
+    code, output = _script("vqa.py", "--model_name_or_path", "released/mvaema", "--output_dir", str(tmp_path / "o2"), cwd=tmp_path)
+    _one_line_error(code, output, "no such folder: released/mvaema", "HF_HUB_OFFLINE is set and it is not in the local Hub cache")
+    assert "huggingface.co" not in output
+    (tmp_path / "not_a_model").mkdir()
+    code, output = _script("classify.py", "--model_name_or_path", str(tmp_path / "not_a_model"), "--output_dir", str(tmp_path / "o3"))
+    _one_line_error(code, output, "holds no config.json")
+
+
+def test_output_dataset_and_resume_target_are_checked_before_the_first_step(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    code, output = _script("classify.py", "--output_dir", str(a_file))
+    _one_line_error(code, output, f"--output_dir {a_file} is a file")
+    code, output = _script("classify.py", "--output_dir", str(a_file / "model"))
+    _one_line_error(code, output, "cannot write there")
+    code, output = _script("vqa.py", "--dataset", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o1"))
+    _one_line_error(code, output, f"--dataset {tmp_path / 'nowhere'}: no such folder or archive")
+    code, output = _script("vqa.py", "--resume_from_checkpoint", str(tmp_path / "o2" / "checkpoints" / "step_00000009"),
+                           "--output_dir", str(tmp_path / "o2"))
+    _one_line_error(code, output, "--resume_from_checkpoint", "no such checkpoint folder")
+    if Path("/sys/kernel").is_dir():  # a folder even root cannot write (a read-only mount or sysfs)
+        code, output = _script("classify.py", "--output_dir", "/sys/kernel/emvision-test-output")
+        _one_line_error(code, output, "cannot write there")
+
+
+def test_a_second_run_refuses_to_replace_an_earlier_one_before_training(trained_vqa, synthetic_dir, tmp_path):
+    from emvision.train.vqa import main
+
+    earlier, _ = trained_vqa
+    output_dir = tmp_path / "earlier"
+    shutil.copytree(earlier, output_dir)
+    (output_dir / "checkpoints" / "step_00000099").mkdir(parents=True)  # a stale checkpoint of that run
+    weights = (output_dir / "model.safetensors").read_bytes()
+    started = time.time()
+    code, output = _script("vqa.py", *_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "1"))
+    _one_line_error(code, output, f"--output_dir {output_dir} already holds an earlier run", "--overwrite_output_dir",
+                    "--resume_from_checkpoint latest")
+    assert time.time() - started < 60 and (output_dir / "model.safetensors").read_bytes() == weights
+
+    metrics = main(_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "2", "--overwrite_output_dir"))
+    assert metrics["optimizer_steps"] == 2
+    assert not (output_dir / "checkpoints" / "step_00000099").exists(), "the earlier run's checkpoints are removed first"
+    assert (output_dir / "model.safetensors").read_bytes() != weights
+
+
+def test_cards_tell_provenance_test_sizes_chance_and_the_real_epoch_fraction(trained_vqa):
+    output_dir, metrics = trained_vqa
+    card = (output_dir / "README.md").read_text()
+    steps_per_epoch = metrics["steps_per_epoch"]
+    assert steps_per_epoch > 6 and f"Ran {6 / steps_per_epoch:.1f} epochs (6 of {steps_per_epoch} steps)" in card
+    assert metrics["epochs"] == pytest.approx(6 / steps_per_epoch, abs=1e-3)
+    rows = re.findall(r"^\| (BLEU-2|ROUGE-L|METEOR|Zero-shot Top-1 accuracy) \| ([\d.]+) \| ([^|]+) \| ([\d.]+) \|$", card, flags=re.M)
+    assert len(rows) == 4, card
+    assert rows[0][2].strip() == f"8 test QA pairs (of {metrics['num_test_pairs_in_fold']} in the test fold)"
+    assert rows[3][2].strip() == f"{metrics['zero_shot_classification']['num_images']} test images"
+    assert float(rows[3][3]) == pytest.approx(0.1)  # 10 classes: a uniform guess is right 1 time in 10
+    assert 0 < metrics["chance"]["rougeL"] < 1
+    limitations = card.split("## Limitations", 1)[1].split("\n## ", 1)[0]
+    assert "teacher" not in limitations and "Leakage" not in limitations  # oracle answers, label-free: neither applies
+    assert set(metrics["data_provenance"]["teachers"]) == {"oracle-synthetic"}
+
+
+def test_trackers_default_to_those_installed():
+    from emvision.train.loop.arguments import installed_trackers, report_to
+    from emvision.train.vqa import parse_args
+
+    args = parse_args(["--output_dir", "unused"])
+    assert args.report_to is None
+    assert report_to(args) == (",".join(installed_trackers()) or "none")
+    assert report_to(parse_args(["--report_to", "tensorboard"])) == "tensorboard"
+
+
+# ---- in-house category folders: labels alone, and a source that changes -------------------------------
+
+def _category_folder(images: list[Path], root: Path, classes=("Clean", "Defect")) -> Path:
+    """A lab's folder of category sub-folders (no metadata, no question-answer pairs)."""
+    for index, path in enumerate(images):
+        target = root / classes[index % len(classes)] / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return root
+
+
+def test_mvaema_trains_from_category_folders_alone_on_templated_label_rows(real_sem_images, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    from emvision.train.vqa import main
+
+    lab = _category_folder(real_sem_images, tmp_path / "lab")
+    output_dir = tmp_path / "labels_only"
+    metrics = main([
+        "--dataset", str(lab), "--labels", "Clean,Defect", "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA,
+        "--max_train_steps", "2", "--num_folds", "3", "--max_generate_samples", "4", "--max_new_tokens", "12",
+        "--report_to", "none", "--per_device_train_batch_size", "4", "--checkpointing_steps", "no",
+    ])
+    log = capsys.readouterr().out
+    assert "no question-answer pairs: training on the class labels alone (teacher=labels-template)" in log
+    assert not (output_dir / "dataset" / "vqa").exists(), "the templated rows are made in training, not written into the dataset"
+    assert len(load_from_disk(str(output_dir / "dataset" / "images"))) == len(real_sem_images)
+    assert metrics["labels_template"] is True and metrics["label_conditioned"] is False
+    assert set(metrics["data_provenance"]["teachers"]) == {"labels-template"}
+    assert {example["reference"] for example in metrics["examples"]} <= {
+        "This is a scanning electron micrograph of clean.", "This is a scanning electron micrograph of defect."}
+    assert all(example["question"].startswith("This image depicts a nanomaterial.") for example in metrics["examples"])
+    card = (output_dir / "README.md").read_text()
+    assert "templated from the class labels (`teacher` = labels-template)" in card
+    assert "names a micrograph's class but was not taught to describe it" in card
+    assert "written by the teacher model" not in card and "inherit" not in card
+
+
+def test_a_changed_dataset_folder_is_rebuilt_or_refused_never_reused(real_sem_images, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    from emvision.train.classify import main
+
+    lab = _category_folder(real_sem_images[:12], tmp_path / "lab")
+    output_dir = tmp_path / "hnf"
+    common = ["--dataset", str(lab), "--labels", "Clean,Defect", "--output_dir", str(output_dir), "--config_overrides", TINY_HNF,
+              "--max_train_steps", "1", "--num_folds", "3", "--report_to", "none", "--per_device_train_batch_size", "4"]
+    main(common)
+    built = output_dir / "dataset" / "images"
+    assert len(load_from_disk(str(built))) == 12
+
+    shutil.rmtree(lab / "Defect")  # a class deleted
+    _category_folder(real_sem_images[12:], lab, classes=("Clean",))  # and images added
+    code, output = _script("classify.py", *common, "--resume_from_checkpoint", "latest")
+    _one_line_error(code, output, f"--dataset {lab} has changed since", "6 files added", "6 files removed",
+                    "--overwrite_output_dir, without --resume_from_checkpoint")
+
+    capsys.readouterr()
+    main([*common, "--overwrite_output_dir"])
+    assert "has changed since" in capsys.readouterr().out
+    images = load_from_disk(str(built))
+    assert len(images) == 12 and set(images["label"]) == {images.features["label"].names.index("Clean")}
+
+    main([*common, "--overwrite_output_dir"])  # unchanged since: the copy is reused
+    assert "which is unchanged (12 files): reused" in capsys.readouterr().out
+
+
+# ---- checkpoints: an incomplete or damaged one is named, and 'latest' falls back ----------------------
+
+@pytest.fixture(scope="module")
+def checkpointed_hnf(synthetic_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    from emvision.train.classify import main
+
+    output_dir = tmp_path_factory.mktemp("checkpointed") / "hnf"
+    args = ["--dataset", str(synthetic_dir), "--config_overrides", TINY_HNF, "--max_train_samples", "24", "--max_train_steps", "3",
+            "--checkpointing_steps", "1", "--checkpoints_total_limit", "3", *FAST]
+    main([*args, "--output_dir", str(output_dir)])
+    return output_dir, args
+
+
+def _copy_with_damage(run: Path, destination: Path, file_name: str | None) -> Path:
+    shutil.copytree(run, destination)
+    newest = destination / "checkpoints" / "step_00000003"
+    if file_name:
+        path = newest / file_name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return newest
+
+
+@pytest.mark.parametrize("file_name", ["model.safetensors", "optimizer.bin", "training_state.json"])
+def test_resuming_a_truncated_checkpoint_names_the_file(checkpointed_hnf, file_name, tmp_path):
+    run, args = checkpointed_hnf
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000001", "step_00000002", "step_00000003"]
+    newest = _copy_with_damage(run, tmp_path / "run", file_name)
+    code, output = _script("classify.py", *args, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", str(newest))
+    _one_line_error(code, output, f"{newest} cannot be resumed: {file_name} is truncated (", " bytes)", "'latest'")
+
+
+def test_latest_falls_back_past_damaged_and_unfinished_checkpoints_saying_so(checkpointed_hnf, tmp_path, capsys):
+    from emvision.train.classify import main
+
+    run, args = checkpointed_hnf
+    output_dir = tmp_path / "run"
+    _copy_with_damage(run, output_dir, "model.safetensors")
+    (output_dir / "checkpoints" / "step_00000002" / "checkpoint_complete.json").unlink()  # a save cut short
+    capsys.readouterr()
+    main([*args, "--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"])
+    log = capsys.readouterr().out
+    assert "step_00000003 cannot be resumed: model.safetensors is truncated (" in log
+    assert "step_00000002 cannot be resumed: it has no checkpoint_complete.json (the save did not finish)" in log
+    assert f"Resumed from {output_dir / 'checkpoints' / 'step_00000001'} (epoch 0, step 1)" in log
+    expected, got = load_file(run / "model.safetensors"), load_file(output_dir / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)

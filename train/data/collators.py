@@ -8,11 +8,14 @@ import torch
 class VQACollator:
     """Rows of the ``vqa`` subset -> model inputs (captions only under the paper protocol).
 
-    ``image_ids`` (an integer per row's image) let ITC treat every row of the same image as a positive.
+    ``image_ids`` (an integer per row's image) let ITC treat every row of the same image as a positive;
+    ``positives_by_label`` makes every row of the same class one (labels-template rows, whose text is the
+    class's caption: two images of a class are not negatives of each other).
     """
 
-    def __init__(self, processor, with_captions: bool, with_image_ids: bool = True):
+    def __init__(self, processor, with_captions: bool, with_image_ids: bool = True, positives_by_label: bool = False):
         self.processor, self.with_captions, self.with_image_ids = processor, with_captions, with_image_ids
+        self.positives_by_label = positives_by_label
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = self.processor(
@@ -24,7 +27,8 @@ class VQACollator:
         )
         batch = dict(batch)
         if self.with_image_ids:
-            batch["image_ids"] = torch.tensor([int(row["image_id"][:15], 16) for row in rows])
+            ids = [row["label"] if self.positives_by_label else int(row["image_id"][:15], 16) for row in rows]
+            batch["image_ids"] = torch.tensor(ids)
         return batch
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
-from emvision.datasets_scripts.storage import fold_splits
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def split_by_fold(dataset: Dataset, args) -> tuple[Dataset, Dataset, Dataset]:
-    train_rows, val_rows, test_rows = fold_splits(list(dataset["fold"]), args.fold, args.num_folds)
+    from emvision.datasets_scripts.storage import fold_splits
+    from emvision.train.loop.preflight import InputError
+
+    try:
+        train_rows, val_rows, test_rows = fold_splits(list(dataset["fold"]), args.fold, args.num_folds)
+    except ValueError as error:  # e.g. a dataset built with more folds than --num_folds
+        raise InputError(f"--fold {args.fold} --num_folds {args.num_folds}: {error}") from None
     if not train_rows or not val_rows or not test_rows:
-        raise ValueError(
+        raise InputError(
             f"fold {args.fold} of {args.num_folds} leaves an empty split (train {len(train_rows)}, validation {len(val_rows)}, "
             f"test {len(test_rows)} rows): the dataset has too few images for {args.num_folds} folds"
         )

@@ -43,12 +43,18 @@ def evaluate_classifier(accelerator, model, image_processor, test_images, class_
 
 def report_summary(report: dict) -> dict:
     """The figures of a classification report that go into ``metrics.json``."""
+    from .chance import classification_chance
+
     top_k = report["top_k_effective"]
+    labels = [index for index, name in enumerate(report["class_names"]) for _ in range(report["per_class"][name]["support"])]
     return {
         "top1": report["top1_accuracy"],
         "top5": report.get("top5_accuracy", report.get(f"top{top_k}_accuracy")),
         "macro_f1": report["macro_f1"],
         "num_images": report["num_examples"],
+        "num_classes": report["num_classes"],
+        "top_k_effective": top_k,
+        "chance": classification_chance(labels, report["num_classes"]),
         "label_conditioned": report["label_conditioned"],
         "per_class_f1": {name: values["f1"] for name, values in report["per_class"].items()},
     }

@@ -35,7 +35,10 @@ def generate_answers(accelerator, model, processor, rows, *, with_captions: bool
     return answers
 
 
-def evaluate_vqa(accelerator, model, processor, test_split, args) -> dict:
+def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=None) -> dict:
+    """BLEU-2/4, ROUGE-1/2/L, METEOR of the model's answers on the test fold (the first --max_generate_samples
+    pairs), the number of pairs they were measured on and, given ``train_split``, their chance level."""
+    in_fold = len(test_split)
     if args.max_generate_samples and len(test_split) > args.max_generate_samples:
         test_split = test_split.select(range(args.max_generate_samples))
     predictions = generate_answers(
@@ -47,6 +50,11 @@ def evaluate_vqa(accelerator, model, processor, test_split, args) -> dict:
     scores = metric.compute(predictions=predictions, references=references)
     result = {k: float(v) for k, v in scores.items()}
     result["num_test_pairs"] = len(references)
+    result["num_test_pairs_in_fold"] = in_fold
+    if train_split is not None:
+        from .chance import vqa_chance
+
+        result["chance"] = vqa_chance(train_split, test_split, metric, seed=args.seed)
     result["examples"] = [
         {"question": q, "reference": r, "prediction": p}
         for q, r, p in list(zip(test_split["question"], references, predictions))[:5]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,7 +24,20 @@ from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoints import BEST_WEIGHTS, STATE_FILE, TrainingState, complete_checkpoints, find_latest_checkpoint, json_load, json_safe
+from .arguments import report_to
+from .checkpoints import (
+    BEST_WEIGHTS,
+    STATE_FILE,
+    TrainingState,
+    checkpoint_problem,
+    complete_checkpoints,
+    find_latest_checkpoint,
+    json_load,
+    json_safe,
+    mark_complete,
+    step_checkpoints,
+)
+from .preflight import InputError
 from .protocol import EarlyStopping, plateau_scheduler
 from .reproducibility import EpochShuffleSampler, seed_everything
 
@@ -31,15 +45,53 @@ Collate = Callable[[list[dict]], dict]
 
 
 def make_accelerator(args) -> Accelerator:
-    """The Accelerator for a run; also seeds everything, so a new model's initial weights follow --seed."""
+    """The Accelerator for a run; also seeds everything, so a new model's initial weights follow --seed.
+
+    Trackers: ``--report_to`` as given, else those installed (none: no tracker, and no warning about it).
+    """
     seed_everything(args.seed)
-    log_with = None if args.report_to == "none" else args.report_to
-    return Accelerator(
+    trackers = report_to(args)
+    accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
-        log_with=log_with,
+        log_with=None if trackers == "none" else trackers.split(","),
         project_dir=args.output_dir,
     )
+    accelerator.register_save_state_pre_hook(_save_tied_weights_once)
+    return accelerator
+
+
+def _tied_targets(model) -> list[str]:
+    """The parameter names a model declares tied to another (``_tied_weights_keys``: transformers saves the
+    source and re-ties the target on loading), with their module prefixes."""
+    targets = []
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "_tied_weights_keys", None) or ()
+        for key in declared:  # a dict {target: source} in transformers 5, a list of targets before
+            targets.append(f"{prefix}.{key}" if prefix else key)
+    return targets
+
+
+def _save_tied_weights_once(models, weights, output_dir) -> None:
+    """``save_state`` hook: a tensor shared by two names (MVaEMa's LM head and word embeddings) is saved once,
+    under the name its model keeps, as ``save_pretrained`` does; loading re-ties it. Without this, accelerate
+    finds the shared storage itself, drops a name and warns at every checkpoint."""
+    from accelerate.utils import id_tensor_storage
+
+    for model, state_dict in zip(models, weights):
+        targets = _tied_targets(model)
+        groups: dict = {}
+        for name, tensor in state_dict.items():
+            if torch.is_tensor(tensor):
+                groups.setdefault(id_tensor_storage(tensor), []).append(name)
+        for names in groups.values():
+            if len(names) < 2:
+                continue
+            tied = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+            keep = next((n for n in names if n not in tied), names[0])
+            for name in names:
+                if name != keep:
+                    del state_dict[name]
 
 
 class TrainingLoop:
@@ -54,8 +106,8 @@ class TrainingLoop:
         self.scheduler = plateau_scheduler(optimizer, args)
         self.early_stopping = EarlyStopping(args.early_stopping_patience)
         self.state = TrainingState()
-        steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-        self.max_steps = args.max_train_steps or steps_per_epoch * args.num_train_epochs
+        self.steps_per_epoch = max(1, math.ceil(len(train_loader) / args.gradient_accumulation_steps))
+        self.max_steps = args.max_train_steps or self.steps_per_epoch * args.num_train_epochs
         self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
 
     @classmethod
@@ -73,25 +125,41 @@ class TrainingLoop:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """``accelerator.save_state`` + the loop's state, then the completion marker, last."""
         state = self.state
         state.early_stopping, state.scheduler = asdict(self.early_stopping), self.scheduler.state_dict()
         path = self.checkpoint_dir / f"step_{state.global_step:08d}"
+        if self.accelerator.is_main_process and path.exists():  # an earlier, unfinished save of this step
+            shutil.rmtree(path)
+        self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(path))
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             (path / STATE_FILE).write_text(json.dumps(json_safe(asdict(state)), indent=1))
-            for old in complete_checkpoints(self.checkpoint_dir)[: -self.args.checkpoints_total_limit]:
+            mark_complete(path)
+            complete = complete_checkpoints(self.checkpoint_dir)
+            unfinished = [p for p in step_checkpoints(self.checkpoint_dir) if p not in complete]
+            for old in [*complete[: -self.args.checkpoints_total_limit], *unfinished]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def resume(self, checkpoint: str) -> None:
-        path = find_latest_checkpoint(self.checkpoint_dir) if checkpoint == "latest" else Path(checkpoint)
-        if path is None:
-            self.accelerator.print(f"No complete checkpoint under {self.checkpoint_dir}: starting from scratch")
-            return
-        if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
-        self.accelerator.load_state(str(path))
-        saved = json_load(json.loads((path / STATE_FILE).read_text()))
+        """Continue from ``checkpoint`` ('latest': the newest intact one, naming each damaged one passed over)."""
+        if checkpoint == "latest":
+            path = find_latest_checkpoint(self.checkpoint_dir, log=self.accelerator.print)
+            if path is None:
+                self.accelerator.print(f"No intact checkpoint under {self.checkpoint_dir}: starting from scratch")
+                return
+        else:
+            path = Path(checkpoint)
+            problem = checkpoint_problem(path)
+            if problem:
+                raise InputError(f"--resume_from_checkpoint {path} cannot be resumed: {problem}")
+        try:
+            saved = json_load(json.loads((path / STATE_FILE).read_text()))
+            self.accelerator.load_state(str(path))
+        except Exception as error:  # noqa: BLE001 - re-raised naming the checkpoint
+            raise InputError(f"checkpoint {path} could not be loaded: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
         self.state = TrainingState(**saved)
         self.early_stopping = EarlyStopping(**self.state.early_stopping)
         self.scheduler.load_state_dict(self.state.scheduler)
@@ -125,7 +193,9 @@ class TrainingLoop:
             self.accelerator.wait_for_everyone()
             if self.accelerator.is_main_process:
                 self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                save_model(self.accelerator.unwrap_model(self.model), str(self.checkpoint_dir / BEST_WEIGHTS))
+                partial = self.checkpoint_dir / f".{BEST_WEIGHTS}.partial"  # a kill mid-save keeps the previous best
+                save_model(self.accelerator.unwrap_model(self.model), str(partial))
+                os.replace(partial, self.checkpoint_dir / BEST_WEIGHTS)
         lr = self.optimizer.param_groups[0]["lr"]
         record = {"epoch": self.state.epoch, "step": self.state.global_step, "lr": lr, **metrics}
         self.state.history.append(record)

@@ -9,16 +9,20 @@ merged standalone model to ``<output_dir>/merged``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from emvision.train.loop.arguments import positive_int
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 
 def add_lora_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LoRA (PEFT)")
     group.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
-    group.add_argument("--lora_r", type=int, default=8, help="adapter rank (default: 8)")
-    group.add_argument("--lora_alpha", type=int, default=16)
-    group.add_argument("--lora_dropout", type=float, default=0.05)
+    group.add_argument("--lora_r", type=positive_int, default=8, help="adapter rank")
+    group.add_argument("--lora_alpha", type=positive_int, default=16, help="adapter scaling: updates are multiplied by alpha / r")
+    group.add_argument("--lora_dropout", type=float, default=0.05, help="dropout on the adapters' input")
     group.add_argument(
         "--lora_target_modules",
         type=str,
@@ -35,6 +39,8 @@ def _split(value: str | None) -> list[str] | None:
 
 def lora_config_for(model, args) -> LoraConfig:
     """The model class names its defaults: ``_lora_target_modules`` and ``_lora_modules_to_save``."""
+    from peft import LoraConfig
+
     targets = _split(args.lora_target_modules) or list(getattr(model, "_lora_target_modules", []))
     if not targets:
         raise ValueError(f"{type(model).__name__} names no default LoRA target modules: pass --lora_target_modules")
@@ -45,6 +51,8 @@ def lora_config_for(model, args) -> LoraConfig:
 
 
 def apply_lora(model, args, log=print) -> PeftModel:
+    from peft import get_peft_model
+
     peft_model = get_peft_model(model, lora_config_for(model, args))
     trainable, total = peft_model.get_nb_trainable_parameters()
     log(f"LoRA: trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
