@@ -631,3 +631,46 @@ def test_huge_archive_members_are_streamed_and_memory_stays_bounded(real_sem_ima
         assert rejects[path]["reason"] == "corrupt image: no image format recognises the file's bytes", rejects[path]
     assert "far larger than the 64x48 L image its header declares" in rejects["Tips.zip/padded.png"]["reason"]
     assert [p.name for p in output.rglob("*") if p.name.startswith(".")] == [".build_sem.lock"], "spool files left behind"
+
+
+def test_staging_folders_of_killed_builds_are_removed_and_live_ones_kept(layouts, tmp_path):
+    """SIGKILL the real CLI while it builds, then build again: what the killed build left is removed, a live build's folder is not."""
+    import signal
+    import time
+
+    output = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "datasets_scripts/build_sem.py", str(layouts["folders"]), "--output", str(output), "--quiet", "--num_workers", "1"]
+    killed = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(output.glob(".build_sem-*/images.spool")):
+        assert killed.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    left_by_kill = list(output.glob(".build_sem-*"))
+    assert len(left_by_kill) == 1 and (left_by_kill[0] / ".owner").exists()
+
+    # a staging folder as older versions left them (no owner record): its pid is gone, and it is old
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    old_style = output / f".build_sem-{gone}-0123abcd"
+    _write(old_style / "images.spool", b"stale")
+    os.utime(old_style, (time.time() - 3600, time.time() - 3600))
+    # a build still running (here: a process inside staged_write, waiting): its staging folder must survive
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom emvision.datasets_scripts.storage import staged_write\n"
+         "with staged_write(sys.argv[1], ['images'], prefix='build_sem') as staging:\n    print(staging, flush=True); time.sleep(120)", str(output)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.is_dir()
+        done = _build_cli(layouts["folders"], output, "--num_workers", "1")
+        assert done.returncode == 0, done.stderr
+        assert not left_by_kill[0].exists() and not old_style.exists()
+        assert live.is_dir() and (live / ".owner").exists()
+        assert sorted(p.name for p in output.glob(".build_sem-*")) == [live.name]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(_rows(output)) == 17
