@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -210,6 +211,32 @@ def _pid_running(pid: int) -> bool:
     except OSError:  # e.g. another user's process
         return True
     return True
+
+
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why an output folder cannot be written (in a few words), or None when it can.
+
+    The folder itself, or the nearest folder above it that exists (where it would be created), must
+    be a folder this process can create files in: tried by creating (and removing) an empty file, so
+    a read-only mount or an immutable folder is caught as well as missing permissions, for root too.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            return f"no folder of {path} exists"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder, so {path} cannot be created"
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".emvision-write-test-", dir=existing)
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    os.close(descriptor)
+    os.unlink(probe)
+    return None
 
 
 def replace_path(new: str | os.PathLike, final: str | os.PathLike) -> None:

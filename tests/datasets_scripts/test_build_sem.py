@@ -674,3 +674,36 @@ def test_staging_folders_of_killed_builds_are_removed_and_live_ones_kept(layouts
         holder.kill()
         holder.wait()
     assert len(_rows(output)) == 17
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A folder nobody can write in: mode 555, and immutable as well when the tests run as root (who ignores modes)."""
+    from emvision.datasets_scripts.storage.writing import unwritable_reason
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = unwritable_reason(folder) is None and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if unwritable_reason(folder) is None:
+            pytest.skip("no way to make a read-only folder here")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_an_unwritable_output_is_a_one_line_error_before_any_work(layouts, read_only_folder, tmp_path, capsys):
+    from emvision.datasets_scripts import synthesize
+
+    a_file = _write(tmp_path / "a_file", b"x")
+    for output, says in ((read_only_folder, "cannot write in"), (read_only_folder / "new" / "out", "cannot write in"), (a_file, "exists and is not a folder")):
+        assert main([str(layouts["flat"]), "--output", str(output), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("build_sem.py: error: argument --output: ") and says in err, err
+        assert synthesize.main(["--output", str(output), "--num_images", "10", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("synthesize.py: error: argument --output: ") and says in err, err
+    assert not any(read_only_folder.iterdir())
