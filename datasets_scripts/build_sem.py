@@ -26,6 +26,7 @@ from pathlib import Path
 
 from emvision.datasets_scripts.archive import DEFAULT_MAX_PIXELS, build_sem_dataset, push_to_hub
 from emvision.datasets_scripts.storage import DEFAULT_NUM_FOLDS, DEFAULT_SHORT_SIDE
+from emvision.datasets_scripts.storage.writing import unwritable_reason
 
 __all__ = ["build_sem_dataset", "main", "push_to_hub"]
 
@@ -64,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = [name.strip() for name in args.labels.split(",") if name.strip()] if args.labels else None
     if args.labels is not None and not labels:
         _parser().error("--labels needs at least one class name")
+    unwritable = unwritable_reason(args.output)
+    if unwritable is not None:  # before any file is read: a read-only --output fails at once, in one line
+        print(f"build_sem.py: error: argument --output: {unwritable}; choose a folder you can write to", file=sys.stderr)
+        return 2
     try:
         report = build_sem_dataset(
             args.source,
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             show_progress=not args.quiet,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError) as error:  # FileNotFoundError, FileExistsError, a disk that fills up, ...
         print(f"build_sem.py: error: {error}", file=sys.stderr)
         return 2
     if args.push_to_hub:

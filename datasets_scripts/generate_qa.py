@@ -21,9 +21,10 @@ replaced without ``--overwrite``. The API key is read from the environment and n
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from emvision.datasets_scripts.teacher import (
@@ -38,6 +39,7 @@ from emvision.datasets_scripts.teacher import (
     plan_requests,
     redact,
 )
+from emvision.vocabulary import FAMILY_BY_ID
 
 
 def _int_list(text: str) -> list[int]:
@@ -45,6 +47,59 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if low_open else '['}{low:g}, {high:g}], got {text!r}")
+        return value
+
+    return parse
+
+
+def _question_ids(text: str) -> list[int]:
+    ids = _int_list(text)
+    wrong = [value for value in ids if value not in FAMILY_BY_ID]
+    if not ids or wrong:
+        raise argparse.ArgumentTypeError(
+            f"prompt families are {min(FAMILY_BY_ID)}-{max(FAMILY_BY_ID)} (comma-separated), got {text!r}"
+        )
+    return ids
+
+
+def _folds(text: str) -> list[int]:
+    folds = _int_list(text)
+    if not folds or any(fold < 0 for fold in folds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers >= 0, got {text!r}")
+    return folds
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -61,26 +116,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, metavar="NAME", help="teacher model name, e.g. gpt-4o")
     p.add_argument("--base_url", metavar="URL", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible endpoint (vLLM, Ollama, a gateway); default: OpenAI")
     p.add_argument("--api_key_env", metavar="VAR", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--limit_images", type=int, metavar="N", help="only the first N images (by image_id)")
-    p.add_argument("--folds", type=_int_list, metavar="0,1", help="only these folds")
-    p.add_argument("--question_ids", type=_int_list, metavar="1,2", help="only these prompt families (1-10)")
+    p.add_argument("--limit_images", type=_int_at_least(1), metavar="N", help="only the first N images (by image_id)")
+    p.add_argument("--folds", type=_folds, metavar="0,1", help="only these folds")
+    p.add_argument("--question_ids", type=_question_ids, metavar="1,2", help="only these prompt families (1-10)")
     p.add_argument("--no_caption", action="store_true", help="label-free prompting: no caption naming the category")
-    p.add_argument("--descriptions_per_class", type=int, default=1, metavar="K", help="class descriptions per class (0: none)")
+    p.add_argument("--descriptions_per_class", type=_int_at_least(0), default=1, metavar="K", help="class descriptions per class (0: none)")
     p.add_argument("--description_model", metavar="NAME", help="model for the class descriptions (default: --model)")
-    p.add_argument("--concurrency", type=int, default=8, metavar="C", help="requests in flight (8)")
-    p.add_argument("--requests_per_minute", type=float, metavar="R", help="rate limit on request starts")
-    p.add_argument("--max_attempts", type=int, default=8, metavar="N", help="requests per pair before it is reported failed (8)")
-    p.add_argument("--max_unusable", type=int, default=2, metavar="N", help="paid refusals/empty answers retried per pair (2)")
-    p.add_argument("--request_timeout", type=float, default=180.0, metavar="S", help="seconds per request (180)")
-    p.add_argument("--backoff_base", type=float, default=2.0, metavar="S", help="first backoff delay; doubles, jittered (2)")
-    p.add_argument("--temperature", type=float, default=0.25, metavar="T", help="(0.25, the paper's)")
-    p.add_argument("--top_p", type=float, default=0.1, metavar="P", help="(0.1, the paper's)")
-    p.add_argument("--max_tokens", type=int, default=3500, metavar="N", help="output tokens per answer (3500, the paper's)")
+    p.add_argument("--concurrency", type=_int_at_least(1), default=8, metavar="C", help="requests in flight (8)")
+    p.add_argument("--requests_per_minute", type=_float_in(0, math.inf, low_open=True), metavar="R", help="rate limit on request starts")
+    p.add_argument("--max_attempts", type=_int_at_least(1), default=8, metavar="N", help="requests per pair before it is reported failed (8)")
+    p.add_argument("--max_unusable", type=_int_at_least(0), default=2, metavar="N", help="paid refusals/empty answers retried per pair (2)")
+    p.add_argument("--request_timeout", type=_seconds, default=180.0, metavar="S", help="seconds per request, connection to last byte (180)")
+    p.add_argument("--backoff_base", type=_float_in(0, 3600), default=2.0, metavar="S", help="first backoff delay; doubles, jittered (2)")
+    p.add_argument("--temperature", type=_float_in(0, 2), default=0.25, metavar="T", help="(0.25, the paper's)")
+    p.add_argument("--top_p", type=_float_in(0, 1, low_open=True), default=0.1, metavar="P", help="(0.1, the paper's)")
+    p.add_argument("--max_tokens", type=_int_at_least(1), default=3500, metavar="N", help="output tokens per answer (3500, the paper's)")
     p.add_argument("--max_tokens_param", default="max_tokens", choices=["max_tokens", "max_completion_tokens"], help="how the API names it")
     p.add_argument("--image_detail", default="high", choices=["low", "high", "auto"], help="OpenAI image detail (high)")
-    p.add_argument("--price_per_1k_input", type=float, default=0.0, metavar="USD", help="price per 1000 input tokens")
-    p.add_argument("--price_per_1k_output", type=float, default=0.0, metavar="USD", help="price per 1000 output tokens")
-    p.add_argument("--max_cost_usd", type=float, metavar="USD", help="stop before a request could take this run past it")
+    p.add_argument("--price_per_1k_input", type=_float_in(0, math.inf), default=0.0, metavar="USD", help="price per 1000 input tokens")
+    p.add_argument("--price_per_1k_output", type=_float_in(0, math.inf), default=0.0, metavar="USD", help="price per 1000 output tokens")
+    p.add_argument("--max_cost_usd", type=_float_in(0, math.inf, low_open=True), metavar="USD", help="stop before a request could take this run past it")
     p.add_argument("--dry_run", action="store_true", help="count and price what is left; send nothing")
     p.add_argument("--cache", metavar="PATH", help=f"cache file (default: DIR/{CACHE_NAME})")
     p.add_argument("--overwrite", action="store_true", help="replace vqa/class_descriptions subsets another tool wrote in DIR")

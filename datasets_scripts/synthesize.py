@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emvision.datasets_scripts.storage import DEFAULT_NUM_FOLDS, DEFAULT_SHORT_SIDE
+from emvision.datasets_scripts.storage.writing import unwritable_reason
 from emvision.datasets_scripts.synthetic import (
     DEFAULT_DESCRIPTIONS_PER_CLASS,
     DEFAULT_RENDER_SCALE,
@@ -75,12 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.short_side < 32:
         build_parser().error(f"--short_side must be at least 32 pixels, got {args.short_side}")
+    unwritable = unwritable_reason(args.output)
+    if unwritable is not None:  # before any image is rendered: a read-only --output fails at once, in one line
+        print(f"synthesize.py: error: argument --output: {unwritable}; choose a folder you can write to", file=sys.stderr)
+        return 2
     try:
         summary = synthesize(args.output, args.num_images, args.seed, num_folds=args.num_folds, short_side=args.short_side,
                              render_scale=args.render_scale, descriptions_per_class=args.descriptions_per_class,
                              human_descriptions=not args.no_human_descriptions, num_workers=args.num_workers,
                              overwrite=args.overwrite, progress=not args.quiet)
-    except FileExistsError as error:
+    except OSError as error:  # FileExistsError, a disk that fills up, ...
         print(f"synthesize.py: error: {error}", file=sys.stderr)
         return 2
     print(summary_line(summary))

@@ -6,7 +6,12 @@ The answers are synthetic test text, never a model's output.
 
 Faults are chosen per request by a schedule (``schedule(pair_key, attempt, user_text) -> Fault | None``):
 429 with ``Retry-After``, 500/503, slow answers, dropped connections, bodies cut short, malformed
-JSON, answers with the wrong shape, empty answers and refusals.
+JSON, answers with the wrong shape, empty answers and refusals; and, only when asked for by name
+(never drawn at random), ``trickle``: the whole response, status line included, one byte every
+``delay`` seconds, which no per-read timeout ever cuts off.
+
+Every request body received is kept in ``bodies`` (in arrival order), so tests can check exactly
+what the client sent.
 
 The server keeps the books a teacher run is judged by, per pair (one pair = one distinct request
 body: image, prompt, model and sampling parameters):
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULT_KINDS = ("429", "500", "503", "slow", "drop", "truncate", "malformed", "bad_schema", "empty", "refusal")
+NAMED_ONLY_FAULT_KINDS = ("trickle",)  # never drawn by seeded_faults
 REFUSAL_TEXT = "I'm sorry, but I can't help with identifying the contents of this image."
 
 
@@ -45,11 +51,11 @@ REFUSAL_TEXT = "I'm sorry, but I can't help with identifying the contents of thi
 class Fault:
     kind: str
     retry_after: float | None = None  # seconds, for 429 (sent as Retry-After, or retry-after-ms if fractional)
-    delay: float = 0.0  # seconds, for "slow" (the answer follows the delay)
+    delay: float = 0.0  # seconds, for "slow" (the answer follows the delay); for "trickle", between bytes (default 1)
 
     def __post_init__(self):
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; choose from {FAULT_KINDS}")
+        if self.kind not in FAULT_KINDS + NAMED_ONLY_FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; choose from {FAULT_KINDS + NAMED_ONLY_FAULT_KINDS}")
 
 
 Schedule = Callable[[str, int, str], "Fault | None"]
@@ -132,6 +138,7 @@ class FakeOpenAIServer:
             self.abandoned: Counter[str] = Counter()
             self.faults: Counter[str] = Counter()
             self.delivered: dict[str, list[str]] = defaultdict(list)  # pair -> answers delivered in full
+            self.bodies: list[dict] = []  # every request body received, as sent
             self.events: list[tuple[float, str, str]] = []  # (time, pair, what happened)
             self.unauthorized = 0
             self.held = 0  # requests that waited for release()
@@ -245,6 +252,7 @@ def _make_handler(server: FakeOpenAIServer):
                 return
             key = pair_key(body)
             with server._lock:
+                server.bodies.append(body)
                 server.in_flight += 1
                 server.max_in_flight = max(server.max_in_flight, server.in_flight)
             try:
@@ -323,6 +331,9 @@ def _make_handler(server: FakeOpenAIServer):
                     server._note(key, "abandoned")
                     self.close_connection = True
                     return
+            if kind == "trickle":
+                self._trickle(key, data, fault.delay or 1.0, content)
+                return
             if kind == "truncate":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -344,6 +355,31 @@ def _make_handler(server: FakeOpenAIServer):
                     server.paid[key] += 1
                     server.delivered[key].append(content)
                     server._note(key, "paid")
+
+        def _trickle(self, key: str, data: bytes, interval: float, content: str) -> None:
+            """The whole response, one byte every ``interval`` seconds, for as long as the client listens."""
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            self.close_connection = True
+            for byte in head + data:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    break
+                deadline = time.monotonic() + interval
+                while time.monotonic() < deadline and not server._stopping.is_set() and not _client_gone(self.connection):
+                    time.sleep(0.02)
+                if server._stopping.is_set() or _client_gone(self.connection):
+                    break
+            else:
+                with server._lock:
+                    server.paid[key] += 1
+                    server.delivered[key].append(content)
+                    server._note(key, "paid")
+                return
+            with server._lock:
+                server.abandoned[key] += 1
+                server._note(key, "abandoned")
 
     return Handler
 

@@ -10,18 +10,35 @@ sees either the previous output or the new one:
 
 ``staged_write(folder)`` without ``names`` builds a whole folder next to ``folder`` and renames it
 into place (the synthetic cache relies on that rename).
+
+A staging folder records its owner (pid and host, in ``.owner``) and holds a lock on that file for
+as long as its process lives. A run that was killed leaves its staging folder behind; the next
+``staged_write`` for the same output removes it once the lock shows that its owner is gone (or, for
+a folder with no owner record, once the pid in its name is no longer running here and the folder is
+over a minute old). A folder whose owner may still be running is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import re
 import shutil
+import socket
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .locking import file_lock
+
+logger = logging.getLogger(__name__)
+OWNER_FILE = ".owner"
+# a staging folder without an owner record is left alone this long: its owner may be writing the record
+UNCLAIMED_GRACE_S = 60.0
 
 
 def save_subset(
@@ -90,15 +107,19 @@ def staged_write(
     target = Path(target)
     if names is None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = _fresh_name(target.parent, f".{target.name}.tmp")
+        folder, stem = target.parent, f".{target.name}.tmp"
     else:
         target.mkdir(parents=True, exist_ok=True)
-        staging = _fresh_name(target, f".{prefix}")
+        folder, stem = target, f".{prefix}"
+    remove_stale_staging(folder, stem)
+    staging = _fresh_name(folder, stem)
     staging.mkdir()
+    owner = _claim(staging)
     try:
         yield staging
         with file_lock(lock) if lock is not None else contextlib.nullcontext():
             if names is None:
+                os.unlink(staging / OWNER_FILE)  # not part of the output (the pid in the name still marks the folder as ours)
                 replace_path(staging, target)
             else:
                 for name in names:
@@ -108,6 +129,114 @@ def staged_write(
                         remove_path(target / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if owner is not None:
+            os.close(owner)  # releases the owner lock
+
+
+def _claim(staging: Path) -> int | None:
+    """Record this process as the staging folder's owner and hold a lock on the record while it lives."""
+    descriptor = os.open(staging / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): the pid alone tells
+            pass
+        os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode())
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def remove_stale_staging(folder: str | os.PathLike, stem: str) -> list[Path]:
+    """Remove the ``<stem>-<pid>-<hex>`` staging folders in ``folder`` whose owning process is gone; returns them.
+
+    Only folders this module names are considered, and only those whose owner is known to be gone:
+    its lock on ``.owner`` is free (the lock goes with the process, however it ended); with no owner
+    record, the pid in the name is not running on this host and the folder is over a minute old.
+    """
+    pattern = re.compile(re.escape(stem) + r"-(\d+)-[0-9a-f]{8}")
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False) or not _owner_gone(Path(entry.path), int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.exists(entry.path):
+            logger.info("removed %s, left by a run that was killed (pid %s)", entry.path, match.group(1))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _owner_gone(staging: Path, pid_in_name: int) -> bool:
+    try:
+        record = json.loads((staging / OWNER_FILE).read_text())
+        pid, host = int(record["pid"]), str(record["host"])
+    except (OSError, ValueError, KeyError, TypeError):  # no record (yet, or from an older version)
+        try:
+            age = time.time() - staging.stat().st_mtime
+        except OSError:
+            return False
+        return pid_in_name != os.getpid() and not _pid_running(pid_in_name) and age > UNCLAIMED_GRACE_S
+    try:
+        import fcntl
+    except ImportError:
+        return host == socket.gethostname() and pid != os.getpid() and not _pid_running(pid)
+    try:
+        descriptor = os.open(staging / OWNER_FILE, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: its owner is alive
+        return False
+    finally:
+        os.close(descriptor)  # closing it releases the lock, if taken
+    return True
+
+
+def _pid_running(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we can check: assume alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why an output folder cannot be written (in a few words), or None when it can.
+
+    The folder itself, or the nearest folder above it that exists (where it would be created), must
+    be a folder this process can create files in: tried by creating (and removing) an empty file, so
+    a read-only mount or an immutable folder is caught as well as missing permissions, for root too.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            return f"no folder of {path} exists"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder, so {path} cannot be created"
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".emvision-write-test-", dir=existing)
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    os.close(descriptor)
+    os.unlink(probe)
+    return None
 
 
 def replace_path(new: str | os.PathLike, final: str | os.PathLike) -> None:

@@ -1,7 +1,10 @@
 """One teacher request, sent through the ``openai`` client, with this project's own retry policy.
 
 The client's built-in retries are off (``max_retries=0``) so that every attempt is counted and
-``Retry-After`` is honoured exactly. What happens to each kind of response:
+``Retry-After`` is honoured exactly. Every attempt has a total deadline, ``request_timeout_s``, from
+the connection to the last byte of the answer: the HTTP client's own timeouts bound each wait for
+the next bytes, so a server that trickles its answer would never trip them. What happens to each
+kind of response:
 
 - 429 (rate limit), 408/409, 5xx, timeouts, dropped connections, bodies that are not a chat
   completion: retried with jittered exponential backoff, or after exactly the ``Retry-After`` /
@@ -91,6 +94,8 @@ class RetryPolicy:
     def __post_init__(self):
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Equal jitter: half the exponential delay, plus a uniform draw over the other half."""
@@ -211,7 +216,8 @@ async def request_answer(
 
     ``on_unusable(why, prompt_tokens, completion_tokens)`` is told of every paid response that was not
     usable and returns whether another paid attempt is allowed. Once ``stop`` is set, no further
-    attempt is sent (a wait to retry is cut short); the request on the wire, if any, still finishes.
+    attempt is sent (a wait to retry is cut short); the request on the wire, if any, still finishes,
+    within its deadline (``policy.request_timeout_s``, connection to last byte).
     """
     import openai  # here, not at the top: answering --help need not load the client library
 
@@ -224,7 +230,8 @@ async def request_answer(
         log.sent += 1
         wait: float | None = None
         try:
-            completion = await client.chat.completions.create(**body, timeout=policy.request_timeout_s)
+            # the total deadline: httpx's timeout (passed too) bounds each wait for bytes, not the whole answer
+            completion = await asyncio.wait_for(client.chat.completions.create(**body, timeout=policy.request_timeout_s), policy.request_timeout_s)
         except openai.APIStatusError as error:
             status = error.status_code
             code = getattr(error, "code", None)
@@ -240,7 +247,7 @@ async def request_answer(
                 wait = min(wait, policy.max_retry_after_s)
                 limiter.pause_until(time.monotonic() + wait)
                 log.retry_after_waits.append(wait)
-        except openai.APITimeoutError:
+        except (openai.APITimeoutError, TimeoutError):
             log.note("timeout")
             last_reason = f"timeout after {policy.request_timeout_s:g} s"
         except openai.APIConnectionError as error:

@@ -6,7 +6,9 @@ appended to ``failures.jsonl`` (kind, image_id, question_id, label, reason, atte
 tried again by the next run. The run stops taking new jobs, and lets the ones in flight finish,
 when the next request could pass the cost ceiling, on the first SIGINT/SIGTERM (which also cancels
 pending retries; a second one abandons the requests in flight), or when the server rejects the
-run itself.
+run itself. Every request has a total deadline (``RetryPolicy.request_timeout_s``, connection to
+last byte), so the requests in flight finish, or are cut off, within it: a first SIGTERM ends the
+requests within one deadline, whatever the server does, and keeps every answer already committed.
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ class _CrashingFile(SourceFile):
 def test_a_crashed_decoding_process_is_a_clear_error(layouts, tmp_path, monkeypatch):
     from emvision.datasets_scripts.archive import reading
 
-    monkeypatch.setattr(reading, "iter_source", lambda source: iter([_CrashingFile("Tips/crash.png", 10, local_path="unused")]))
+    monkeypatch.setattr(reading, "iter_source", lambda source, **kwargs: iter([_CrashingFile("Tips/crash.png", 10, local_path="unused")]))
     with pytest.raises(RuntimeError, match="decoding process died while files from Tips/crash.png on"):
         build_sem_dataset(layouts["flat"], tmp_path / "out", num_workers=1, show_progress=False)
     assert not any((tmp_path / "out").iterdir())  # nothing half-written
@@ -436,3 +436,274 @@ def test_stored_pixels_are_what_the_image_processor_reads(tmp_path):
         stored = prepare_image((tmp_path / name).read_bytes(), ImageOptions(short_side=0, color=color))
         read = np.rint(micrograph_to_array(tmp_path / name) * 255).astype(np.uint8)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(stored.data))), read)
+
+
+# ---------------------------------------------------------------------------------------------
+# untrusted sources: links, special files, absolute members, huge members (issue 14, items 2-4)
+
+
+def _build_cli(source: Path, output: Path, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The real command line in its own process, so that a hang is a failed test, not a hung suite."""
+    command = [sys.executable, "datasets_scripts/build_sem.py", str(source), "--output", str(output), "--quiet", *extra]
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=timeout)
+
+
+def test_links_that_leave_the_source_are_rejected_in_folders_and_absolute_members_in_archives(real_sem_images, tmp_path):
+    by_category = {}
+    for image in real_sem_images:
+        by_category.setdefault(image.parent.name, image)
+    outside = tmp_path / "outside"
+    secret = _write(outside / "secret.png", by_category["Biological"].read_bytes())
+    _write(outside / "fibres" / "outside_fibre.png", by_category["Fibres"].read_bytes())
+    source = tmp_path / "source"
+    _write(source / "Tips" / "tip.png", by_category["Tips"].read_bytes())
+    _write(source / "unsorted" / "powder.png", by_category["Powder"].read_bytes())
+    _write(source / "Particles" / "particle.png", by_category["Particles"].read_bytes())
+    (source / "Biological").mkdir()
+    (source / "Biological" / "link.png").symlink_to(secret)  # a file outside the source
+    (source / "Biological" / "passwd.png").symlink_to("/etc/passwd")
+    (source / "Biological" / "dangling.png").symlink_to("missing.png")  # inside, but nothing there
+    (source / "Powder").mkdir()
+    (source / "Powder" / "powder.png").symlink_to("../unsorted/powder.png")  # stays inside: read where it lies
+    (source / "Fibres").symlink_to(outside / "fibres", target_is_directory=True)
+    (source / "Particles_again").symlink_to(source / "Particles", target_is_directory=True)
+    linked_source = tmp_path / "linked_source"  # SOURCE itself may be a link
+    linked_source.symlink_to(source, target_is_directory=True)
+
+    output = tmp_path / "out"
+    done = _build_cli(linked_source, output)
+    assert done.returncode == 0, done.stderr
+    rows = _rows(output)
+    outside_ids = {hashlib.sha256(p.read_bytes()).hexdigest() for p in outside.rglob("*.png")}
+    assert not outside_ids & {r["image_id"] for r in rows}, "a file from outside the source was stored"
+    assert sorted((r["source"], SEM_CATEGORIES[r["label"]]) for r in rows) == [
+        ("Particles/particle.png", "Particles"),
+        ("Powder/powder.png", "Powder"),
+        ("Tips/tip.png", "Tips"),
+    ]
+    rejects = {r["path"]: r for r in _rejects(output)}
+    for path in ("Biological/link.png", "Biological/passwd.png"):
+        assert rejects[path]["kind"] == "unreadable" and "resolves outside the source" in rejects[path]["reason"], rejects[path]
+    assert "cannot read file" in rejects["Biological/dangling.png"]["reason"]
+    assert "symbolic link to a folder outside the source" in rejects["Fibres"]["reason"]
+    assert "symbolic link to a folder inside the source" in rejects["Particles_again"]["reason"]
+    assert rejects["unsorted/powder.png"]["kind"] == "unknown_class"
+    assert b"root:" not in b"".join(p.read_bytes() for p in output.rglob("*") if p.is_file())
+
+    # tar and zip members with absolute paths are rejected, as the reject text says, never stored under a stripped name
+    tip = by_category["Tips"].read_bytes()
+    tarred = tmp_path / "absolute.tar"
+    with tarfile.open(tarred, "w") as tar:
+        for name in ("/abs/Tips/tar_absolute.png", "Tips/../../escape.png", "Tips/kept.png"):
+            info = tarfile.TarInfo(name)
+            info.size = len(tip)
+            tar.addfile(info, io.BytesIO(tip))
+    zipped = tmp_path / "absolute.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("/Tips/zip_absolute.png"), tip)
+        archive.writestr(zipfile.ZipInfo("C:/Tips/drive.png"), tip)
+        archive.writestr(zipfile.ZipInfo("Tips/kept.png"), tip)
+    for archive_path, absolute in ((tarred, ["/abs/Tips/tar_absolute.png", "Tips/../../escape.png"]), (zipped, ["/Tips/zip_absolute.png", "C:/Tips/drive.png"])):
+        built = tmp_path / f"built_{archive_path.name}"
+        report = build_sem_dataset(archive_path, built, num_workers=0, show_progress=False)
+        assert [r["source"] for r in _rows(built)] == ["Tips/kept.png"]
+        assert sorted((r.path, r.kind) for r in report.rejects if "leaves the archive" in r.reason) == sorted((p, "unreadable") for p in absolute)
+
+
+def test_special_files_are_rejected_by_type_never_read(real_sem_images, tmp_path):
+    import socket
+    import stat as stat_module
+
+    source = tmp_path / "src"
+    _write(source / "Tips" / "tip.png", real_sem_images[-1].read_bytes())
+    os.mkfifo(source / "Tips" / "fifo.png")  # opening it for reading would block until a writer comes
+    (source / "Tips" / "fifo_link.png").symlink_to("fifo.png")  # a link inside the source, to the FIFO
+    (source / "Tips" / "zero.png").symlink_to("/dev/zero")  # endless bytes, size 0
+    (source / "Tips" / "zero.tar").symlink_to("/dev/zero")
+    os.mkfifo(source / "Tips" / "pipe.tar")  # an 'archive' that is a FIFO
+    listener = socket.socket(socket.AF_UNIX)
+    sock_path = source / "Tips" / "s.png"
+    expected = {"Tips/fifo.png": "FIFO", "Tips/fifo_link.png": "FIFO", "Tips/pipe.tar": "FIFO"}
+    if len(str(sock_path)) < 100:
+        listener.bind(str(sock_path))
+        expected["Tips/s.png"] = "socket"
+    try:  # a device node inside the source (root only): the same device as /dev/zero
+        os.mknod(source / "Tips" / "device.png", stat_module.S_IFCHR | 0o600, os.makedev(1, 5))
+        expected["Tips/device.png"] = "character device"
+    except (PermissionError, OSError):
+        pass
+    output = tmp_path / "out"
+    try:
+        done = _build_cli(source, output, "--num_workers", "1", timeout=120)
+    finally:
+        listener.close()
+    assert done.returncode == 0, done.stderr
+    assert [r["source"] for r in _rows(output)] == ["Tips/tip.png"]
+    rejects = {r["path"]: r for r in _rejects(output)}
+    for path, kind in expected.items():
+        assert rejects[path]["kind"] == "unreadable" and f"not a regular file ({kind})" in rejects[path]["reason"], rejects[path]
+    for path in ("Tips/zero.png", "Tips/zero.tar"):
+        assert "resolves outside the source" in rejects[path]["reason"]
+    assert set(rejects) == set(expected) | {"Tips/zero.png", "Tips/zero.tar"}
+
+    # a SOURCE that is itself a FIFO is refused at once, naming what it is
+    os.mkfifo(tmp_path / "source.tar")
+    done = _build_cli(tmp_path / "source.tar", tmp_path / "out2", timeout=120)
+    assert done.returncode == 2 and "not a folder or a regular file (FIFO)" in done.stderr and "Traceback" not in done.stderr
+
+
+def _zeros_member(archive: zipfile.ZipFile, name: str, size: int, head: bytes = b"") -> None:
+    """A member of ``size`` bytes (``head`` then zeros), written in blocks: the test never holds it whole either."""
+    block = bytes(1 << 20)
+    info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with archive.open(info, "w", force_zip64=True) as member:
+        member.write(head)
+        left = size - len(head)
+        while left > 0:
+            member.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+
+
+@pytest.mark.slow
+def test_huge_archive_members_are_streamed_and_memory_stays_bounded(real_sem_images, tmp_path):
+    """A zip of a few MB holding two 600 MB members (and a tar.gz with a 100 MB one) must not drive the build's RSS up."""
+    import time
+
+    import psutil
+
+    tile = next(p for p in real_sem_images if p.suffix == ".png")
+    small = Image.new("L", (64, 48))
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
+    source = tmp_path / "src"
+    source.mkdir()
+    with zipfile.ZipFile(source / "Tips.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        _zeros_member(archive, "big_1.png", 600_000_000)
+        _zeros_member(archive, "big_2.jpg", 600_000_000)
+        _zeros_member(archive, "padded.png", 40_000_000, head=buffer.getvalue())  # a real 64x48 PNG, then 40 MB of padding
+        archive.writestr("tile.png", tile.read_bytes())
+    with tarfile.open(source / "Powder.tar.gz", "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("big_3.tif")
+        info.size = 100_000_000
+
+        class Zeros(io.RawIOBase):
+            left = info.size
+
+            def readable(self):
+                return True
+
+            def readinto(self, view):
+                n = min(len(view), self.left)
+                view[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        tar.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+    assert (source / "Tips.zip").stat().st_size < 10_000_000
+
+    output = tmp_path / "out"
+    command = [sys.executable, "datasets_scripts/build_sem.py", str(source), "--output", str(output), "--quiet", "--num_workers", "2"]
+    # the peak RSS of every process of the build: exact per process (getrusage in a fresh parent), sampled for their sum
+    measure = (
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(done.returncode)"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-c", measure, *command], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent, peak_sum = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            tree = [parent, *parent.children(recursive=True)]
+            peak_sum = max(peak_sum, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    peak_one = int(out.strip().splitlines()[-1])
+    assert peak_one < 1_000_000_000 and peak_sum < 1_000_000_000, f"peak RSS {peak_one / 1e6:.0f} MB (one process), {peak_sum / 1e6:.0f} MB (all)"
+    print(f"peak RSS: {peak_one / 1e6:.0f} MB in one process, {peak_sum / 1e6:.0f} MB over all processes")
+    assert [r["source"] for r in _rows(output)] == ["Tips.zip/tile.png"]
+    rejects = {r["path"]: r for r in _rejects(output)}
+    for path in ("Tips.zip/big_1.png", "Tips.zip/big_2.jpg", "Powder.tar.gz/big_3.tif"):
+        assert rejects[path]["reason"] == "corrupt image: no image format recognises the file's bytes", rejects[path]
+    assert "far larger than the 64x48 L image its header declares" in rejects["Tips.zip/padded.png"]["reason"]
+    assert [p.name for p in output.rglob("*") if p.name.startswith(".")] == [".build_sem.lock"], "spool files left behind"
+
+
+def test_staging_folders_of_killed_builds_are_removed_and_live_ones_kept(layouts, tmp_path):
+    """SIGKILL the real CLI while it builds, then build again: what the killed build left is removed, a live build's folder is not."""
+    import signal
+    import time
+
+    output = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "datasets_scripts/build_sem.py", str(layouts["folders"]), "--output", str(output), "--quiet", "--num_workers", "1"]
+    killed = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(output.glob(".build_sem-*/images.spool")):
+        assert killed.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    left_by_kill = list(output.glob(".build_sem-*"))
+    assert len(left_by_kill) == 1 and (left_by_kill[0] / ".owner").exists()
+
+    # a staging folder as older versions left them (no owner record): its pid is gone, and it is old
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    old_style = output / f".build_sem-{gone}-0123abcd"
+    _write(old_style / "images.spool", b"stale")
+    os.utime(old_style, (time.time() - 3600, time.time() - 3600))
+    # a build still running (here: a process inside staged_write, waiting): its staging folder must survive
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom emvision.datasets_scripts.storage import staged_write\n"
+         "with staged_write(sys.argv[1], ['images'], prefix='build_sem') as staging:\n    print(staging, flush=True); time.sleep(120)", str(output)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.is_dir()
+        done = _build_cli(layouts["folders"], output, "--num_workers", "1")
+        assert done.returncode == 0, done.stderr
+        assert not left_by_kill[0].exists() and not old_style.exists()
+        assert live.is_dir() and (live / ".owner").exists()
+        assert sorted(p.name for p in output.glob(".build_sem-*")) == [live.name]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(_rows(output)) == 17
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A folder nobody can write in: mode 555, and immutable as well when the tests run as root (who ignores modes)."""
+    from emvision.datasets_scripts.storage.writing import unwritable_reason
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = unwritable_reason(folder) is None and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+    try:
+        if unwritable_reason(folder) is None:
+            pytest.skip("no way to make a read-only folder here")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_an_unwritable_output_is_a_one_line_error_before_any_work(layouts, read_only_folder, tmp_path, capsys):
+    from emvision.datasets_scripts import synthesize
+
+    a_file = _write(tmp_path / "a_file", b"x")
+    for output, says in ((read_only_folder, "cannot write in"), (read_only_folder / "new" / "out", "cannot write in"), (a_file, "exists and is not a folder")):
+        assert main([str(layouts["flat"]), "--output", str(output), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("build_sem.py: error: argument --output: ") and says in err, err
+        assert synthesize.main(["--output", str(output), "--num_images", "10", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("synthesize.py: error: argument --output: ") and says in err, err
+    assert not any(read_only_folder.iterdir())

@@ -435,3 +435,156 @@ def test_bad_inputs_name_the_problem(tmp_path, dataset_dir, capsys, monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0 and len(capsys.readouterr().out.splitlines()) <= 45
+
+
+# ---------------------------------------------------------------------------------------------
+# long runs against hostile servers, and argument errors (issue 14, items 6 and 10)
+
+
+def _cli_command(repo_root: Path, dataset_dir: Path, output: Path, server: FakeOpenAIServer, *extra: str) -> list[str]:
+    return [sys.executable, str(repo_root / "datasets_scripts" / "generate_qa.py"), str(dataset_dir), "--output", str(output), "--model", MODEL,
+            "--base_url", server.base_url, "--no_progress", *extra]  # fmt: skip
+
+
+def _event_times(server: FakeOpenAIServer, what: str) -> list[float]:
+    with server._lock:
+        return [t for t, _, event in server.events if event == what]
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_the_request_deadline(dataset_dir, tmp_path, repo_root):
+    """One byte per second never trips a per-read timeout: --request_timeout 3 must still end the request after 3 s."""
+    output = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    with FakeOpenAIServer(api_key=SECRET, schedule=lambda pair, attempt, text: Fault("trickle", delay=1.0)) as server:
+        command = _cli_command(repo_root, dataset_dir, output, server, "--limit_images", "1", "--question_ids", "1", "--descriptions_per_class", "0",
+                               "--max_attempts", "2", "--backoff_base", "0.01", "--request_timeout", "3")  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=repo_root)
+        deadline = time.monotonic() + 5
+        while len(_event_times(server, "abandoned")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started, cut = _event_times(server, "request:trickle"), _event_times(server, "abandoned")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("0 answers stored, 1 failed, 0 left for a later run; 2 requests sent")
+    durations = [end - start for start, end in zip(started, cut)]
+    assert len(durations) == 2 and all(2.5 <= d <= 3 + 1.5 for d in durations), durations  # the server notices at its next byte; its clock starts once the body is read
+    failure = json.loads((output / "failures.jsonl").read_text())
+    assert failure["reason"] == "timeout after 3 s" and failure["attempts"] == 2
+    print(f"trickling requests cut off after {', '.join(f'{d:.2f}' for d in durations)} s (--request_timeout 3)")
+
+
+def test_sigterm_ends_the_run_within_the_request_deadline_and_keeps_what_was_committed(dataset_dir, tmp_path, repo_root):
+    """Six answers arrive, then every request trickles: the first SIGTERM must not wait on them past --request_timeout."""
+    served = []
+
+    def schedule(pair, attempt, text):
+        served.append(pair)
+        return None if len(served) <= 6 else Fault("trickle", delay=1.0)
+
+    output = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    with FakeOpenAIServer(api_key=SECRET, schedule=schedule) as server:
+        command = _cli_command(repo_root, dataset_dir, output, server, "--limit_images", "2", "--descriptions_per_class", "0",
+                               "--concurrency", "2", "--backoff_base", "0.01", "--request_timeout", "4")  # fmt: skip
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root)
+        try:
+            deadline = time.monotonic() + 240
+            while not (server.total("paid") == 6 and _cached_count(output / gq.CACHE_NAME) == 6 and len(_event_times(server, "request:trickle")) >= 2):
+                assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+                time.sleep(0.02)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            out = process.communicate(timeout=90)[0]
+            exited = time.monotonic()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        cut = _event_times(server, "abandoned")
+    assert process.returncode == 0, out
+    assert cut and max(cut) - signalled <= 4 + 1.5, f"requests in flight ended {max(cut) - signalled:.1f} s after SIGTERM"
+    last = out.splitlines()[-1]
+    assert last.startswith("6 answers stored, 0 failed, 14 left for a later run") and "stopped early: interrupted" in last, out
+    assert len(load_from_disk(str(output / "vqa"))) == 6 and _cached_count(output / gq.CACHE_NAME) == 6
+    print(f"SIGTERM: requests in flight cut after {max(cut) - signalled:.2f} s (--request_timeout 4); process exited after {exited - signalled:.2f} s")
+
+
+@pytest.mark.parametrize(
+    "argument, value, expected",
+    [
+        ("--max_attempts", "0", "argument --max_attempts: expected an integer >= 1, got '0'"),
+        ("--limit_images", "-1", "argument --limit_images: expected an integer >= 1, got '-1'"),
+        ("--question_ids", "11", "argument --question_ids: prompt families are 1-10 (comma-separated), got '11'"),
+        ("--question_ids", "1,0", "argument --question_ids: prompt families are 1-10 (comma-separated), got '1,0'"),
+        ("--request_timeout", "0", "argument --request_timeout: expected a number of seconds > 0, got '0'"),
+        ("--request_timeout", "nan", "argument --request_timeout: expected a number of seconds > 0, got 'nan'"),
+        ("--concurrency", "0", "argument --concurrency: expected an integer >= 1, got '0'"),
+        ("--top_p", "0", "argument --top_p: expected a number in (0, 1], got '0'"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_naming_the_argument_and_its_range(argument, value, expected, dataset_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        with pytest.raises(SystemExit) as exited:
+            cli.main([str(dataset_dir), "--output", str(tmp_path / "o"), "--model", MODEL, "--base_url", server.base_url, "--no_progress", argument, value])
+        assert server.total("requests") == 0
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.splitlines()[-1] == f"generate_qa.py: error: {expected}", err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="request_timeout_s must be > 0"):
+        RetryPolicy(request_timeout_s=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper's prompts and sampling parameters, as they leave the client (issue 17, item 4)
+
+PAPER_PROMPTS = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "paper_prompts.json"
+
+
+def _normalised(text: str) -> str:
+    """The fixture's normalisation (paper_prompts.json, "normalisation"): spacing, dash and quote forms."""
+    import re
+
+    for fancy, plain in (("\u2013", "-"), ("\u2014", "-"), ("\u2018", "'"), ("\u2019", "'"), ("\u201c", '"'), ("\u201d", '"')):
+        text = text.replace(fancy, plain)
+    text = re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"\s*-\s+", " - ", text)  # a dash between words, however spaced; hyphens inside words stay
+
+
+def test_paper_prompt_fixture_matches_the_papers_wording():
+    """paper_prompts.json is teacher_prompts.md (the paper's wording), machine-readable."""
+    import re
+
+    fixture = json.loads(PAPER_PROMPTS.read_text())
+    markdown = (PAPER_PROMPTS.parent / "teacher_prompts.md").read_text()
+    found = re.findall(r"^\s*(\d+)\. \*\*(.+?)\*\* - (.+?)(?=^\s*\d+\. \*\*|^\s*$)", markdown, flags=re.M | re.S)
+    assert [(int(n), name, _normalised(text)) for n, name, text in found] == [(f["question_id"], f["name"], _normalised(f["text"])) for f in fixture["families"]]
+    assert len(fixture["families"]) == 10
+    assert fixture["sampling"] == {"temperature": 0.25, "top_p": 0.1, "max_output_tokens": 3500}
+
+
+@pytest.mark.parametrize("max_tokens_param", [None, "max_completion_tokens"])
+def test_requests_carry_the_papers_prompts_and_sampling_parameters(max_tokens_param, dataset_dir, tmp_path, capsys, monkeypatch):
+    """Every body as the fake server received it: each of the paper's ten prompts once per image, temperature 0.25, top_p 0.1, 3500 tokens."""
+    fixture = json.loads(PAPER_PROMPTS.read_text())
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    extra = ["--max_tokens_param", max_tokens_param] if max_tokens_param else []
+    with FakeOpenAIServer(api_key=SECRET) as server:
+        assert cli.main([str(dataset_dir), "--output", str(tmp_path / "o"), "--model", MODEL, "--base_url", server.base_url, "--no_progress",
+                         "--limit_images", "1", "--descriptions_per_class", "0", *extra]) == 0  # fmt: skip
+        bodies = list(server.bodies)
+    capsys.readouterr()
+    assert len(bodies) == 10
+    sent_questions = []
+    for body in bodies:
+        assert body["model"] == MODEL and body["temperature"] == 0.25 and body["top_p"] == 0.1
+        # the client sends the parameter under the name it is told (default: max_tokens), never both
+        name = max_tokens_param or "max_tokens"
+        other = "max_completion_tokens" if name == "max_tokens" else "max_tokens"
+        assert body[name] == 3500 and other not in body
+        user = next(m for m in body["messages"] if m["role"] == "user")
+        text = next(part["text"] for part in user["content"] if part["type"] == "text")
+        assert any(part["type"] == "image_url" and part["image_url"]["url"].startswith("data:image/png;base64,") for part in user["content"])
+        caption, question = text.split("\n\n", 1)  # the paper's protocol: the caption naming the category, then the instruction
+        assert caption.startswith("This is a scanning electron micrograph of ")
+        sent_questions.append(_normalised(question))
+    assert sorted(sent_questions) == sorted(_normalised(f["text"]) for f in fixture["families"])
