@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from emvision.datasets_scripts.storage import HUMAN_SOURCE, assign_folds
+from emvision.datasets_scripts.storage import HUMAN_SOURCE, INFO_BAR_COLUMNS, assign_folds
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 
 from .reading import SpooledImage
@@ -21,7 +21,8 @@ from .sources import ClassMatcher, Reject, clean_member_path, normalize_class_na
 IN_HOUSE_TEACHER = "in-house"
 # metadata columns with a meaning of their own; every other column goes to the row's `metadata` JSON
 QA_COLUMNS = ("question", "answer", "caption", "teacher", "question_id", "prompt_version")
-RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS})
+# metadata columns named like an info-bar column (magnification, accelerating_voltage_kv, ...) fill that column
+RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS, *INFO_BAR_COLUMNS})
 _FAMILY_BY_QUESTION = {family.question: family.question_id for family in PROMPT_FAMILIES}
 
 
@@ -35,6 +36,7 @@ class BuildState:
     num_duplicates: int
     num_conflicts: int
     modes: Counter
+    human_description_classes: list[str] = field(default_factory=list)  # classes given the project's hand-written descriptions
 
     def class_counts(self) -> dict[str, int]:
         counts = Counter(row["label"] for row in self.image_rows)
@@ -97,6 +99,8 @@ def assemble(images, tables, rejects, matcher: ClassMatcher, num_folds: int, see
                 "source": image.path,
                 "width": image.width,
                 "height": image.height,
+                "crop_box": list(image.crop_box),
+                **_info_bar_columns(image, rows),
                 "metadata": _user_metadata(rows),
             }
         )
@@ -144,6 +148,27 @@ def _explicit_label(rows: list[tuple[str, int, dict]]) -> tuple[str | None, str,
     return label, origin, ""
 
 
+def _info_bar_columns(image: SpooledImage, rows: list[tuple[str, int, dict]]) -> dict:
+    """What the information bar says: the measured scale bar, and what the user's metadata states (no OCR)."""
+    values: dict = {name: None for name in INFO_BAR_COLUMNS}
+    for _, _, row in rows:
+        for name in INFO_BAR_COLUMNS:
+            if values[name] is None and row.get(name) not in (None, ""):
+                values[name] = str(row[name]) if name == "detector" else _number(row[name])
+    if values["scale_bar_px"] is None:
+        values["scale_bar_px"] = image.scale_bar_px
+    if values["pixel_size_nm"] is None and values["scale_bar_nm"] and values["scale_bar_px"]:
+        values["pixel_size_nm"] = values["scale_bar_nm"] / values["scale_bar_px"]
+    return values
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _user_metadata(rows: list[tuple[str, int, dict]]) -> str:
     extra: dict = {}
     for _, _, row in rows:
@@ -175,8 +200,7 @@ def _qa_rows(image: SpooledImage, label: str, label_id: int, fold: int, rows, re
         family = FAMILY_BY_ID.get(question_id)
         qa.append(
             {
-                "image_id": image.image_id,
-                "image": (image.offset, image.length),
+                "image_id": image.image_id,  # joins the images subset: no copy of the image
                 "label": label_id,
                 "question_id": question_id,
                 "question": question,
@@ -194,7 +218,7 @@ def _qa_rows(image: SpooledImage, label: str, label_id: int, fold: int, rows, re
 def _unique(rows: list[dict]) -> list[dict]:
     unique, seen = [], set()
     for row in rows:
-        key = tuple((k, v) for k, v in row.items() if k != "image")
+        key = tuple((k, v) for k, v in row.items())
         if key not in seen:
             seen.add(key)
             unique.append(row)
@@ -222,3 +246,20 @@ def _description_rows(tables, matcher: ClassMatcher, label_index: dict[str, int]
                 }
             )
     return _unique(sorted(rows, key=lambda r: (r["label"], r["source"], r["description"], r["prompt"])))
+
+
+def human_description_rows(class_names: list[str]) -> tuple[list[dict], list[str]]:
+    """``class_descriptions`` rows from the project's hand-written descriptions (``source="human"``), for
+    the classes that have one (the ten SEM categories, matched however they are spelled)."""
+    from emvision.datasets_scripts.synthetic.human_descriptions import HUMAN_DESCRIPTIONS
+    from emvision.vocabulary import class_description_prompt
+
+    by_key = {normalize_class_name(name): name for name in HUMAN_DESCRIPTIONS}
+    rows, covered = [], []
+    for label, name in enumerate(class_names):
+        category = by_key.get(normalize_class_name(name))
+        if category is not None:
+            rows.append({"label": label, "name": name, "description": HUMAN_DESCRIPTIONS[category], "source": HUMAN_SOURCE,
+                         "prompt": class_description_prompt(category)})
+            covered.append(name)
+    return rows, covered
