@@ -21,6 +21,7 @@ from pathlib import Path
 
 from emvision.train.baselines import count_parameters
 from emvision.train.data.collators import ImageCollator
+from emvision.train.data.images import undecoded
 from emvision.train.data.sources import add_data_args, class_descriptions_from, resolve_dataset
 from emvision.train.data.splits import split_by_fold
 from emvision.train.evaluation.classifier import evaluate_classifier
@@ -99,7 +100,7 @@ def main(argv=None) -> dict:
         accelerator.print(f"Embedded synthetic set, quick-start budget of {QUICK_START_STEPS} optimizer steps (--max_train_steps 0 lifts it)")
     started = time.time()
     source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
-    images = source.load("images")
+    images = undecoded(source.load("images"))  # the collator decodes: a copy for schema-2 images
     class_names = images.features["label"].names
     train_split, val_split, test_split = split_by_fold(images, args)
     accelerator.print(f"{source.name}: {len(train_split)} train / {len(val_split)} validation / {len(test_split)} test images (fold {args.fold} of {args.num_folds})")

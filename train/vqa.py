@@ -21,6 +21,7 @@ from pathlib import Path
 
 from emvision.train.baselines import count_parameters
 from emvision.train.data.collators import VQACollator
+from emvision.train.data.images import ImageTable
 from emvision.train.data.sources import DatasetSource, add_data_args, resolve_dataset
 from emvision.train.data.splits import split_by_fold
 from emvision.train.evaluation.vqa import evaluate_vqa
@@ -154,14 +155,15 @@ def main(argv=None) -> dict:
     accelerator.print(f"parameters: {total:,}")
 
     # BLIP takes no image ids (they mark ITC positives)
-    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline)
+    images = ImageTable(source.load("images"))  # vqa rows hold no image: image_id -> row, built once
+    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline, images=images)
     loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-vqa")
     model = loop.model
     state = loop.fit()
 
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
-    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args)
+    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args, images=images)
     # BLIP's VQA head has no likelihood classifier: zero-shot classification is MVaEMa's only
     zero_shot = {} if args.baseline else evaluate_zero_shot(accelerator, eval_model, processor, source, args)
     label_conditioned = args.eval_with_captions
