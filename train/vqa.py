@@ -24,6 +24,7 @@ from emvision.train.data.collators import VQACollator
 from emvision.train.data.images import ImageTable
 from emvision.train.data.sources import DatasetSource, add_data_args, resolve_dataset
 from emvision.train.data.splits import split_by_fold
+from emvision.train.data.streaming import add_streaming_args, streamed_vqa_rows, streaming_training_loop
 from emvision.train.evaluation.vqa import evaluate_vqa
 from emvision.train.evaluation.zero_shot import evaluate_zero_shot
 from emvision.train.loop.arguments import add_training_args, apply_step_budget, default_output_dir
@@ -64,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     task.add_argument("--num_beams", type=int, default=1)
     task.add_argument("--max_generate_samples", type=int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
+    add_streaming_args(parser)
     add_training_args(parser)
     add_lora_args(parser)
     add_hub_args(parser)
@@ -154,10 +156,15 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
+    if args.streaming:  # the images streamed and joined to the training folds' text rows; evaluation map-style
+        streamed = streamed_vqa_rows(source, train_split, args, accelerator)
+        train_rows, images, make_loop = streamed.train, streamed.images, streaming_training_loop
+    else:
+        # vqa rows hold no image: image_id -> row, built once
+        train_rows, images, make_loop = train_split, ImageTable(source.load("images")), TrainingLoop.from_splits
     # BLIP takes no image ids (they mark ITC positives)
-    images = ImageTable(source.load("images"))  # vqa rows hold no image: image_id -> row, built once
     collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline, images=images)
-    loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-vqa")
+    loop = make_loop(accelerator, args, model, train_rows, val_split, collate, project="emvision-vqa")
     model = loop.model
     state = loop.fit()
 

@@ -21,8 +21,7 @@ from .sources import ClassMatcher, Reject, clean_member_path, normalize_class_na
 IN_HOUSE_TEACHER = "in-house"
 # metadata columns with a meaning of their own; every other column goes to the row's `metadata` JSON
 QA_COLUMNS = ("question", "answer", "caption", "teacher", "question_id", "prompt_version")
-# metadata columns named like an info-bar column (magnification, accelerating_voltage_kv, ...) fill that column
-RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS, *INFO_BAR_COLUMNS})
+RESERVED_COLUMNS = frozenset({"file_name", "label", *QA_COLUMNS})
 _FAMILY_BY_QUESTION = {family.question: family.question_id for family in PROMPT_FAMILIES}
 
 
@@ -90,6 +89,7 @@ def assemble(images, tables, rejects, matcher: ClassMatcher, num_folds: int, see
     image_rows, qa_rows, modes = [], [], Counter()
     for (image, label, rows), fold in zip(kept, folds):
         modes[image.mode] += 1
+        info_bar, used = _info_bar_columns(image, rows)
         image_rows.append(
             {
                 "image": (image.offset, image.length),
@@ -100,8 +100,8 @@ def assemble(images, tables, rejects, matcher: ClassMatcher, num_folds: int, see
                 "width": image.width,
                 "height": image.height,
                 "crop_box": list(image.crop_box),
-                **_info_bar_columns(image, rows),
-                "metadata": _user_metadata(rows),
+                **info_bar,
+                "metadata": _user_metadata(rows, exclude=used),
             }
         )
         qa_rows.extend(_qa_rows(image, label, label_index[label], fold, rows, rejects))
@@ -148,18 +148,27 @@ def _explicit_label(rows: list[tuple[str, int, dict]]) -> tuple[str | None, str,
     return label, origin, ""
 
 
-def _info_bar_columns(image: SpooledImage, rows: list[tuple[str, int, dict]]) -> dict:
-    """What the information bar says: the measured scale bar, and what the user's metadata states (no OCR)."""
-    values: dict = {name: None for name in INFO_BAR_COLUMNS}
+def _info_bar_columns(image: SpooledImage, rows: list[tuple[str, int, dict]]) -> tuple[dict, set[str]]:
+    """What the information bar says: the measured scale bar, and what the user's metadata states (no OCR).
+
+    A metadata column named like an info-bar column (``magnification``, ``accelerating_voltage_kv``, ...)
+    fills it when its value is a number (``detector``: any text); other values stay in ``metadata``.
+    Returns the columns and the metadata keys they used.
+    """
+    values: dict = dict.fromkeys(INFO_BAR_COLUMNS)
+    used: set[str] = set()
     for _, _, row in rows:
         for name in INFO_BAR_COLUMNS:
             if values[name] is None and row.get(name) not in (None, ""):
-                values[name] = str(row[name]) if name == "detector" else _number(row[name])
+                value = str(row[name]) if name == "detector" else _number(row[name])
+                if value is not None:
+                    values[name] = value
+                    used.add(name)
     if values["scale_bar_px"] is None:
         values["scale_bar_px"] = image.scale_bar_px
     if values["pixel_size_nm"] is None and values["scale_bar_nm"] and values["scale_bar_px"]:
         values["pixel_size_nm"] = values["scale_bar_nm"] / values["scale_bar_px"]
-    return values
+    return values, used
 
 
 def _number(value) -> float | None:
@@ -169,11 +178,11 @@ def _number(value) -> float | None:
         return None
 
 
-def _user_metadata(rows: list[tuple[str, int, dict]]) -> str:
+def _user_metadata(rows: list[tuple[str, int, dict]], exclude: set[str] = frozenset()) -> str:
     extra: dict = {}
     for _, _, row in rows:
         for key, value in row.items():
-            if key not in RESERVED_COLUMNS:
+            if key not in RESERVED_COLUMNS and key not in exclude:
                 extra.setdefault(key, value)
     return json.dumps(extra, sort_keys=True, ensure_ascii=False)
 
