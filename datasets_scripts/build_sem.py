@@ -6,9 +6,10 @@ SOURCE is the archive as extracted (category folders, or flat ``L<k>_<md5>.jpg``
 ``.tar``/``.tgz``/``.zip`` of it, or a user's folder (category folders, or an ImageFolder with
 ``metadata.jsonl``/``metadata.csv``). DIR receives one ``datasets.load_from_disk`` folder per subset:
 
-- ``DIR/images``: one row per distinct image, pre-resized, with a stratified fold;
-- ``DIR/vqa``: one row per question-answer pair, when the metadata has ``question``/``answer`` columns;
-- ``DIR/class_descriptions``: when SOURCE holds a ``class_descriptions.jsonl``/``.csv``;
+- ``DIR/images``: one row per distinct image as the models read it (info bar cut, 224x224), with a stratified fold;
+- ``DIR/vqa``: one row per question-answer pair (text; ``image_id`` joins ``images``), when the metadata has
+  ``question``/``answer`` columns;
+- ``DIR/class_descriptions``: SOURCE's ``class_descriptions.jsonl``/``.csv``, else the project's hand-written ones;
 
 plus ``DIR/rejects.jsonl`` (every file left out, and why) and ``DIR/README.md`` (the dataset card).
 
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emvision.datasets_scripts.archive import DEFAULT_MAX_PIXELS, build_sem_dataset, push_to_hub
-from emvision.datasets_scripts.storage import DEFAULT_NUM_FOLDS, DEFAULT_SHORT_SIDE
+from emvision.datasets_scripts.storage import DEFAULT_NUM_FOLDS, MODEL_IMAGE_SIZE
 from emvision.datasets_scripts.storage.writing import unwritable_reason
 
 __all__ = ["build_sem_dataset", "main", "push_to_hub"]
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--num_folds", type=int, default=DEFAULT_NUM_FOLDS, metavar="K", help="stratified folds (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="fold seed (default: %(default)s)")
-    parser.add_argument("--short_side", type=int, default=DEFAULT_SHORT_SIDE, help="stored short side in px, 0 = original (default: %(default)s)")
+    parser.add_argument("--short_side", type=int, default=MODEL_IMAGE_SIZE, help="stored images are SxS px after the info bar is cut: what the models read; 0 = cropped original size (default: %(default)s)")
     parser.add_argument("--image_format", choices=("png", "jpeg"), default="png", help="stored format (default: lossless png)")
     parser.add_argument("--jpeg_quality", type=int, default=95, help="quality with --image_format jpeg (default: %(default)s)")
     parser.add_argument("--color", choices=("auto", "L", "RGB"), default="auto", help="stored mode; auto: L for grayscale micrographs")

@@ -19,7 +19,7 @@ import math
 import time
 from pathlib import Path
 
-from emvision.train.data.sources import add_data_args, check_dataset_copy
+from emvision.train.data.sources import add_data_args, add_streaming_args, check_dataset_copy
 from emvision.train.loop.arguments import (
     HelpFormatter,
     ScriptArgumentParser,
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train transformers' ViTForImageClassification at HNF's width and depth instead (train/baselines.py)")
     model.add_argument("--mvaema_model", type=str, default=None, help="also evaluate this MVaEMa folder's zero-shot classification on the test fold")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
+    add_streaming_args(parser)
     add_training_args(parser)
     add_lora_args(parser)
     add_hub_args(parser)
@@ -122,8 +123,10 @@ def main(argv=None) -> dict:
 
     from emvision.train.baselines import count_parameters
     from emvision.train.data.collators import ImageCollator
+    from emvision.train.data.images import undecoded
     from emvision.train.data.sources import class_descriptions_from, description_sources, resolve_dataset
     from emvision.train.data.splits import split_by_fold
+    from emvision.train.data.streaming import streamed_image_splits, streaming_training_loop
     from emvision.train.evaluation.chance import CLASSIFICATION_CHANCE_NOTE
     from emvision.train.evaluation.classifier import evaluate_classifier
     from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
@@ -148,10 +151,17 @@ def main(argv=None) -> dict:
         accelerator.print(f"Embedded synthetic set, quick-start budget of {QUICK_START_STEPS} optimizer steps (--max_train_steps 0 lifts it)")
     started = time.time()
     source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
-    images = source.load("images")
-    class_names = images.features["label"].names
-    train_split, val_split, test_split = split_by_fold(images, args)
-    accelerator.print(f"{source.name}: {len(train_split)} train / {len(val_split)} validation / {len(test_split)} test images (fold {args.fold} of {args.num_folds})")
+    if args.streaming:  # training images streamed, split across processes; validation and test folds map-style
+        streamed = streamed_image_splits(source, args, accelerator)
+        class_names, (train_split, val_split, test_split) = streamed.class_names, (streamed.train, streamed.validation, streamed.test)
+        num_train, make_loop = streamed.num_train_rows, streaming_training_loop
+    else:
+        images = undecoded(source.load("images"))  # the collator decodes: a copy for schema-2 images
+        class_names = images.features["label"].names
+        train_split, val_split, test_split = split_by_fold(images, args)
+        num_train, make_loop = len(train_split), TrainingLoop.from_splits
+    accelerator.print(f"{source.name}: {num_train} train{' (streamed)' if args.streaming else ''} / {len(val_split)} validation / "
+                      f"{len(test_split)} test images (fold {args.fold} of {args.num_folds})")
 
     descriptions, descriptions_source = class_descriptions_from(source, class_names)
     model, image_processor = build_model(args, class_names, descriptions, descriptions_source)
@@ -168,7 +178,7 @@ def main(argv=None) -> dict:
     accelerator.print(f"parameters: {total:,}")
 
     collate = ImageCollator(image_processor)
-    loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-classify")
+    loop = make_loop(accelerator, args, model, train_split, val_split, collate, project="emvision-classify")
     model = loop.model
     state = loop.fit()
 
@@ -180,7 +190,7 @@ def main(argv=None) -> dict:
     # the model encodes every description of the dataset (or the true class's, under the paper protocol)
     provenance = DataProvenance.from_rows(
         source.name,
-        image_sources=["synthetic" if source.synthetic else "real"] * len(train_split),
+        image_sources=["synthetic" if source.synthetic else "real"] * num_train,
         description_sources=description_sources(source) if descriptions else (),
     )
     base = describe_base_model(args.model_name_or_path)

@@ -19,7 +19,7 @@ import math
 import time
 from pathlib import Path
 
-from emvision.train.data.sources import add_data_args, check_dataset_copy
+from emvision.train.data.sources import add_data_args, add_streaming_args, check_dataset_copy
 from emvision.train.loop.arguments import (
     HelpFormatter,
     ScriptArgumentParser,
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--num_beams", type=positive_int, default=1, help="beam-search width when answering (1: greedy)")
     task.add_argument("--max_generate_samples", type=non_negative_int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
+    add_streaming_args(parser)
     add_training_args(parser)
     add_lora_args(parser)
     add_hub_args(parser)
@@ -176,8 +177,10 @@ def main(argv=None) -> dict:
 
     from emvision.train.baselines import count_parameters
     from emvision.train.data.collators import VQACollator
+    from emvision.train.data.images import ImageTable
     from emvision.train.data.sources import resolve_dataset
     from emvision.train.data.splits import split_by_fold
+    from emvision.train.data.streaming import streamed_vqa_rows, streaming_training_loop
     from emvision.train.evaluation.chance import VQA_CHANCE_NOTE
     from emvision.train.evaluation.vqa import evaluate_vqa
     from emvision.train.evaluation.zero_shot import evaluate_zero_shot
@@ -222,15 +225,22 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
+    if args.streaming:  # the images streamed and joined to the training folds' text rows; evaluation map-style
+        streamed = streamed_vqa_rows(source, train_split, args, accelerator)
+        train_rows, images, make_loop = streamed.train, streamed.images, streaming_training_loop
+    else:
+        # vqa rows hold no image: image_id -> row, built once
+        train_rows, images, make_loop = train_split, ImageTable(source.load("images")), TrainingLoop.from_splits
     # BLIP takes no image ids (they mark ITC positives); labels-template rows of one class are all positives
-    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline, positives_by_label=labels_template)
-    loop = TrainingLoop.from_splits(accelerator, args, model, train_split, val_split, collate, project="emvision-vqa")
+    collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline,
+                          positives_by_label=labels_template, images=images)
+    loop = make_loop(accelerator, args, model, train_rows, val_split, collate, project="emvision-vqa")
     model = loop.model
     state = loop.fit()
 
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
-    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args, train_split=train_split)
+    vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args, train_split=train_split, images=images)
     # BLIP's VQA head has no likelihood classifier: zero-shot classification is MVaEMa's only
     zero_shot = {} if args.baseline else evaluate_zero_shot(accelerator, eval_model, processor, source, args)
     label_conditioned = args.eval_with_captions

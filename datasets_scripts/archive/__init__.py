@@ -2,7 +2,7 @@
 
 - ``sources``: where the files come from (folders, tar/zip archives, flat ``L<k>_`` names,
   ``metadata.jsonl``/``.csv``), class names from folders, prefixes and labels;
-- ``codec``: one file -> one checked, pre-resized, 8-bit image (or a reject);
+- ``codec``: one file -> one checked, 8-bit image as the models read it (bar cropped, 224x224), or a reject;
 - ``reading``: pass 1, every file decoded on all cores and spooled;
 - ``assembly``: pass 2, labels, duplicates, folds, QA pairs and class descriptions;
 - ``builder``: :func:`build_sem_dataset`, the whole build (``datasets_scripts/build_sem.py`` is its
@@ -12,7 +12,7 @@
 
 from .builder import LOCK_NAME, OUTPUT_NAMES, BuildReport, build_sem_dataset
 from .card import ARCHIVE_CITATION, ARCHIVE_DOI, ARCHIVE_LICENSE, dataset_card
-from .codec import DEFAULT_MAX_PIXELS, ImageOptions, ImageRejected, PreparedImage, prepare_image, resized_size
+from .codec import DEFAULT_MAX_PIXELS, ImageOptions, ImageRejected, PreparedImage, prepare_image
 from .hub import push_to_hub
 from .sources import ClassMatcher, Reject, SourceFile, iter_source, normalize_class_name, read_table
 
@@ -37,5 +37,4 @@ __all__ = [
     "prepare_image",
     "push_to_hub",
     "read_table",
-    "resized_size",
 ]

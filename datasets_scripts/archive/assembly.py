@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from emvision.datasets_scripts.storage import HUMAN_SOURCE, assign_folds
+from emvision.datasets_scripts.storage import HUMAN_SOURCE, INFO_BAR_COLUMNS, assign_folds
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 
 from .reading import SpooledImage
@@ -35,6 +35,7 @@ class BuildState:
     num_duplicates: int
     num_conflicts: int
     modes: Counter
+    human_description_classes: list[str] = field(default_factory=list)  # classes given the project's hand-written descriptions
 
     def class_counts(self) -> dict[str, int]:
         counts = Counter(row["label"] for row in self.image_rows)
@@ -88,6 +89,7 @@ def assemble(images, tables, rejects, matcher: ClassMatcher, num_folds: int, see
     image_rows, qa_rows, modes = [], [], Counter()
     for (image, label, rows), fold in zip(kept, folds):
         modes[image.mode] += 1
+        info_bar, used = _info_bar_columns(image, rows)
         image_rows.append(
             {
                 "image": (image.offset, image.length),
@@ -97,7 +99,9 @@ def assemble(images, tables, rejects, matcher: ClassMatcher, num_folds: int, see
                 "source": image.path,
                 "width": image.width,
                 "height": image.height,
-                "metadata": _user_metadata(rows),
+                "crop_box": list(image.crop_box),
+                **info_bar,
+                "metadata": _user_metadata(rows, exclude=used),
             }
         )
         qa_rows.extend(_qa_rows(image, label, label_index[label], fold, rows, rejects))
@@ -144,11 +148,41 @@ def _explicit_label(rows: list[tuple[str, int, dict]]) -> tuple[str | None, str,
     return label, origin, ""
 
 
-def _user_metadata(rows: list[tuple[str, int, dict]]) -> str:
+def _info_bar_columns(image: SpooledImage, rows: list[tuple[str, int, dict]]) -> tuple[dict, set[str]]:
+    """What the information bar says: the measured scale bar, and what the user's metadata states (no OCR).
+
+    A metadata column named like an info-bar column (``magnification``, ``accelerating_voltage_kv``, ...)
+    fills it when its value is a number (``detector``: any text); other values stay in ``metadata``.
+    Returns the columns and the metadata keys they used.
+    """
+    values: dict = dict.fromkeys(INFO_BAR_COLUMNS)
+    used: set[str] = set()
+    for _, _, row in rows:
+        for name in INFO_BAR_COLUMNS:
+            if values[name] is None and row.get(name) not in (None, ""):
+                value = str(row[name]) if name == "detector" else _number(row[name])
+                if value is not None:
+                    values[name] = value
+                    used.add(name)
+    if values["scale_bar_px"] is None:
+        values["scale_bar_px"] = image.scale_bar_px
+    if values["pixel_size_nm"] is None and values["scale_bar_nm"] and values["scale_bar_px"]:
+        values["pixel_size_nm"] = values["scale_bar_nm"] / values["scale_bar_px"]
+    return values, used
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _user_metadata(rows: list[tuple[str, int, dict]], exclude: set[str] = frozenset()) -> str:
     extra: dict = {}
     for _, _, row in rows:
         for key, value in row.items():
-            if key not in RESERVED_COLUMNS:
+            if key not in RESERVED_COLUMNS and key not in exclude:
                 extra.setdefault(key, value)
     return json.dumps(extra, sort_keys=True, ensure_ascii=False)
 
@@ -175,8 +209,7 @@ def _qa_rows(image: SpooledImage, label: str, label_id: int, fold: int, rows, re
         family = FAMILY_BY_ID.get(question_id)
         qa.append(
             {
-                "image_id": image.image_id,
-                "image": (image.offset, image.length),
+                "image_id": image.image_id,  # joins the images subset: no copy of the image
                 "label": label_id,
                 "question_id": question_id,
                 "question": question,
@@ -194,7 +227,7 @@ def _qa_rows(image: SpooledImage, label: str, label_id: int, fold: int, rows, re
 def _unique(rows: list[dict]) -> list[dict]:
     unique, seen = [], set()
     for row in rows:
-        key = tuple((k, v) for k, v in row.items() if k != "image")
+        key = tuple((k, v) for k, v in row.items())
         if key not in seen:
             seen.add(key)
             unique.append(row)
@@ -222,3 +255,20 @@ def _description_rows(tables, matcher: ClassMatcher, label_index: dict[str, int]
                 }
             )
     return _unique(sorted(rows, key=lambda r: (r["label"], r["source"], r["description"], r["prompt"])))
+
+
+def human_description_rows(class_names: list[str]) -> tuple[list[dict], list[str]]:
+    """``class_descriptions`` rows from the project's hand-written descriptions (``source="human"``), for
+    the classes that have one (the ten SEM categories, matched however they are spelled)."""
+    from emvision.datasets_scripts.synthetic.human_descriptions import HUMAN_DESCRIPTIONS
+    from emvision.vocabulary import class_description_prompt
+
+    by_key = {normalize_class_name(name): name for name in HUMAN_DESCRIPTIONS}
+    rows, covered = [], []
+    for label, name in enumerate(class_names):
+        category = by_key.get(normalize_class_name(name))
+        if category is not None:
+            rows.append({"label": label, "name": name, "description": HUMAN_DESCRIPTIONS[category], "source": HUMAN_SOURCE,
+                         "prompt": class_description_prompt(category)})
+            covered.append(name)
+    return rows, covered

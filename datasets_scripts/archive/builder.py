@@ -3,15 +3,18 @@
 A build reads SOURCE (the NFFA archive as extracted, a ``.tar``/``.tgz``/``.zip`` of it, or a user's
 folder: ``sources.py``) and writes into DIR one ``datasets.load_from_disk`` folder per subset:
 
-- ``DIR/images``: one row per distinct image, pre-resized, with a stratified fold;
-- ``DIR/vqa``: one row per question-answer pair, when the metadata has ``question``/``answer`` columns;
-- ``DIR/class_descriptions``: when SOURCE holds a ``class_descriptions.jsonl``/``.csv``;
+- ``DIR/images``: one row per distinct image as the models read it (information bar cropped off,
+  224x224), with its original size, crop box, what the bar shows, and a stratified fold;
+- ``DIR/vqa``: one row per question-answer pair, when the metadata has ``question``/``answer`` columns
+  (text only: ``image_id`` joins ``images``);
+- ``DIR/class_descriptions``: from SOURCE's ``class_descriptions.jsonl``/``.csv``, else the project's
+  hand-written descriptions (``source="human"``) of the classes that have one;
 
 plus ``DIR/rejects.jsonl`` (every file left out, and why) and ``DIR/README.md`` (the dataset card:
 ``card.py``).
 
 The build runs in two passes. Pass 1 (``reading.py``) streams the source once and decodes, checks
-and pre-resizes every file on all cores (``codec.py``; the label is not needed for that), spooling
+and prepares every file for the models on all cores (``codec.py``; the label is not needed for that), spooling
 the stored bytes to disk. Pass 2 (``assembly.py``) resolves labels (metadata may come after the
 images in a tar), drops exact duplicates, assigns folds and orders the rows by ``image_id``: the same
 input gives the same output whatever the order of the archive, the number of workers or where the
@@ -34,18 +37,19 @@ from tqdm.auto import tqdm
 
 from emvision.datasets_scripts.storage import (
     DEFAULT_NUM_FOLDS,
-    DEFAULT_SHORT_SIDE,
+    MODEL_IMAGE_SIZE,
     SUBSETS,
     class_descriptions_features,
     images_features,
     progress_bars,
     save_subset,
     staged_write,
+    stamp_schema_version,
     vqa_features,
 )
 from emvision.vocabulary import SEM_CATEGORIES
 
-from .assembly import BuildState, assemble
+from .assembly import BuildState, assemble, human_description_rows
 from .card import command_line, dataset_card
 from .codec import DEFAULT_MAX_PIXELS, ImageOptions
 from .reading import read_source
@@ -100,7 +104,7 @@ def build_sem_dataset(
     *,
     num_folds: int = DEFAULT_NUM_FOLDS,
     seed: int = 0,
-    short_side: int = DEFAULT_SHORT_SIDE,
+    short_side: int = MODEL_IMAGE_SIZE,
     image_format: str = "png",
     jpeg_quality: int = 95,
     color: str = "auto",
@@ -138,6 +142,8 @@ def build_sem_dataset(
         with open(spool_path, "wb") as spool:
             images, tables, rejects, num_files = read_source(source, options, num_workers, spool, show_progress)
         state = assemble(images, tables, rejects, matcher, num_folds, seed)
+        if not state.description_rows:  # HNF's text branch and MLM pre-training work without a teacher run
+            state.description_rows, state.human_description_classes = human_description_rows(state.class_names)
         _write_subsets(state, spool_path, staging, show_progress)
         report = BuildReport(
             output_dir=output_dir,
@@ -192,6 +198,7 @@ def _write_subsets(state: BuildState, spool_path: Path, staging: Path, show_prog
         for name, (rows, features) in subsets.items():
             if not rows:  # e.g. every file rejected: an empty subset, so the build can still be inspected
                 save_subset(staging / name, features)
+                stamp_schema_version(staging / name)
                 continue
             # the rows and the stored bytes fix the content, so they fix the fingerprint too
             digest = hashlib.sha256(repr(features.to_dict()).encode())
@@ -205,3 +212,4 @@ def _write_subsets(state: BuildState, spool_path: Path, staging: Path, show_prog
                 gen_kwargs={"spool_path": str(spool_path), "rows": tuple(rows), "show_progress": show_progress, "desc": f"Writing {name}"},
                 fingerprint=digest.hexdigest()[:32],
             )
+            stamp_schema_version(staging / name)

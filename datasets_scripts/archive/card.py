@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .codec import GRAY_CHROMA_TOLERANCE, GRAY_MAX_COLORED_FRACTION, ImageOptions
+from emvision.datasets_scripts.storage import SCHEMA_VERSION
+
+from .codec import ImageOptions
 from .sources import ARCHIVE_FILE_NAME
 
 if TYPE_CHECKING:
@@ -57,15 +59,16 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
     total = max(report.num_images, 1)
     pretty_name = "NFFA-EUROPE SEM images (Aversa et al. 2018), emvision build" if is_archive else f"SEM images from {source_name}, emvision build"
     stored = (
-        "lossless PNG: no second round of JPEG artefacts on top of the microscope's, and pixels that read back exactly"
+        "PNG without compression or row filters: pixels that read back exactly, with a copy instead of a decoder "
+        "(SEM noise leaves deflate little to save: about 25%)"
         if options.image_format == "png"
-        else f"JPEG (quality {options.jpeg_quality}, 4:4:4 chroma)"
+        else f"JPEG (quality {options.jpeg_quality}, 4:4:4 chroma): lossy, so the stored pixels are no longer exactly the processor's"
     )
     resize = (
-        f"short side {options.short_side} px (aspect ratio kept, never upscaled), bicubic; JPEGs are first "
-        "downscaled while decoding (libjpeg DCT scaling, `draft`)"
+        f"{options.short_side}x{options.short_side} px, bicubic with antialiasing, aspect ratio not kept: exactly what "
+        "`MicrographImageProcessor` gives the models (its default size is 224x224)"
         if options.short_side
-        else "original size"
+        else "kept at the cropped original size (training then resizes every image at every read)"
     )
     card_data = DatasetCardData(
         license=license,
@@ -80,8 +83,10 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
             "class_counts": counts,
             "num_folds": num_folds,
             "fold_seed": seed,
+            "schema_version": SCHEMA_VERSION,
             "preprocessing": {
-                "short_side": options.short_side,
+                "image_size": options.short_side,
+                "info_bar_removed": True,
                 "format": options.image_format,
                 "color": options.color,
                 "stored_modes": dict(sorted(state.modes.items())),
@@ -89,6 +94,7 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
             },
             "num_qa_pairs": report.num_qa_pairs,
             "num_class_descriptions": report.num_descriptions,
+            "class_descriptions_source": "human (emvision's hand-written descriptions)" if state.human_description_classes else "source",
             "num_rejects": len(report.rejects),
             "rejects_by_kind": report.rejects_by_kind,
             "num_duplicates_removed": report.num_duplicates,
@@ -119,8 +125,16 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
         lines.append(f"| class_descriptions | {report.num_descriptions:,} | `datasets.load_from_disk(\"DIR/class_descriptions\")` |")
     lines += [
         "",
-        "`images` columns: `image` (pre-resized), `image_id` (sha256 of the original file's bytes), `label`, `fold`, "
-        "`source` (path inside the source), `width`/`height` (original size), `metadata` (JSON: the user's metadata columns, or `{}`).",
+        f"Schema version {SCHEMA_VERSION}: `vqa` rows hold no image, only the `image_id` that joins them to `images`.",
+        "",
+        "`images` columns: `image` (the information bar cropped off, resized to what the models read), `image_id` (sha256 of "
+        "the original file's bytes), `label`, `fold`, `source` (path inside the source), `width`/`height` (original size), "
+        "`crop_box` (left, top, right, bottom: the part of the original that `image` shows; the information bar and "
+        "everything below it are cut), `scale_bar_px` (the scale bar's length in original pixels: the longest horizontal "
+        "line drawn in the bar, measured, null when none was found), `scale_bar_nm`, `pixel_size_nm`, `magnification`, "
+        "`accelerating_voltage_kv`, `working_distance_mm`, `detector` (what the bar's text says: **not read** from real "
+        "images, which would need OCR, so null unless your metadata table has columns of these names), `metadata` "
+        "(JSON: the user's other metadata columns, or `{}`).",
         "",
         "## Classes",
         "",
@@ -140,13 +154,19 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
         "",
         "## Preprocessing",
         "",
+        "- The information bar (the microscope's data zone) is detected as `MicrographImageProcessor` detects it and cut "
+        "off with everything below it; images without one are kept whole.",
         f"- Size: {resize}.",
         f"- Stored as {stored}.",
-        f"- Colour (`{options.color}`): grayscale micrographs are stored as 8-bit `L`, including colour files whose colour "
-        f"is confined to annotations (at most {GRAY_MAX_COLORED_FRACTION:.0%} of pixels with a chroma above {GRAY_CHROMA_TOLERANCE}, "
-        "e.g. the microscope's information bar); other colour images as `RGB`. "
-        + ", ".join(f"{count:,} stored as {mode}" for mode, count in sorted(state.modes.items())) + ".",
-        "- 16-bit images are scaled to 8 bits; alpha is dropped; EXIF orientation is not applied (pixels as stored in the file).",
+        f"- Colour (`{options.color}`): " + (
+            "images whose pixels are gray (R = G = B) are stored as 8-bit `L`, others as `RGB`, so both are exactly what the "
+            "processor computes from the original file. "
+            if options.color == "auto" else
+            "every image as luma `L` (colour files then differ from what the processor computes from the original). "
+            if options.color == "L" else "every image as `RGB`. "
+        ) + ", ".join(f"{count:,} stored as {mode}" for mode, count in sorted(state.modes.items())) + ".",
+        "- 16-bit images are scaled to 8 bits by their bit depth; alpha is composited over black; EXIF orientation is "
+        "applied (as the processor reads a file).",
         f"- Files declaring more than {options.max_pixels:,} pixels are rejected as decompression bombs.",
         "",
         "## Build report",
@@ -165,6 +185,18 @@ def dataset_card(report: BuildReport, state: BuildState, *, source_name: str, co
             f"{report.num_qa_pairs:,} pairs from the source's metadata; teachers: {teachers}. `question_id` is the MVaEMa "
             "prompt family (1-10) when the question is one of the paper's, else 0. Unless the metadata gave one, "
             "`caption` names the true class (the paper's protocol): using it is label-conditioned.",
+        ]
+    if state.human_description_classes:
+        covered = state.human_description_classes
+        missing = [name for name in report.class_names if name not in covered]
+        lines += [
+            "",
+            "## Class descriptions",
+            "",
+            f"The source held no class descriptions, so `class_descriptions` holds emvision's **hand-written** descriptions "
+            f"(`source=\"human\"`, not written by a model) of {len(covered)} class(es): {', '.join(covered)}."
+            + (f" The other classes ({', '.join(missing)}) have no hand-written description: HNF's text branch falls back to "
+               "the class names unless a teacher run (`datasets_scripts/generate_qa.py`) adds descriptions." if missing else ""),
         ]
     if is_archive:
         lines += ["", "## Citation", "", "```bibtex", ARCHIVE_CITATION, "```"]

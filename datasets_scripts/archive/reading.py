@@ -1,4 +1,4 @@
-"""Pass 1 of a build: stream the source once and decode, check and pre-resize every file on all cores.
+"""Pass 1 of a build: stream the source once and decode, check and prepare every file for the models on all cores.
 
 The label is not needed for that, so pass 1 runs before labels are known (metadata may come after
 the images in a tar). Each kept image's stored bytes are spooled to one file; metadata and
@@ -62,6 +62,8 @@ class SpooledImage:
     mode: str
     offset: int
     length: int
+    crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # of the original, that the stored image shows
+    scale_bar_px: float | None = None
 
 
 def _read_for_decoding(source_file: SourceFile, options: ImageOptions) -> bytes:
@@ -180,7 +182,8 @@ def _read_source(source: Path, options: ImageOptions, num_workers: int, spool, s
             else:
                 offset = spool.tell()
                 spool.write(result.data)
-                images.append(SpooledImage(source_file.path, result.image_id, result.width, result.height, result.mode, offset, len(result.data)))
+                images.append(SpooledImage(source_file.path, result.image_id, result.width, result.height, result.mode, offset, len(result.data),
+                                           result.crop_box, result.scale_bar_px))
             progress.update()
 
     progress = tqdm(total=count_source_files(source), unit="file", desc="Reading and resizing", disable=not show_progress)

@@ -6,10 +6,13 @@ SYNTHETIC DATA, ORACLE ANSWERS. The images come from ``generator.generate_microg
 descriptions of ``human_descriptions`` (``source="human"``). The output folder receives, like the
 real builder's:
 
-- ``images``: one row per image (features ``storage.images_features()``; ``metadata`` = JSON of
-  the generating parameters; ``image_id`` = sha256 of the stored PNG bytes; stratified folds);
-- ``vqa``: ten rows per image, one per prompt family (``storage.vqa_features()``; the caption
-  names the category: the paper's label-conditioned protocol);
+- ``images``: one row per image (features ``storage.images_features()``): the image as the models read
+  it (the burned-in information bar cropped off as ``MicrographImageProcessor`` crops it, 224x224,
+  ``storage.model_image``), the generated frame's size, the crop box, and what the bar says, from the
+  generator's parameters (scale bar, magnification, kV, WD, detector); ``metadata`` = JSON of the
+  generating parameters; ``image_id`` = sha256 of the generated frame's PNG bytes; stratified folds;
+- ``vqa``: ten rows per image, one per prompt family (``storage.vqa_features()``; text only, joined to
+  ``images`` by ``image_id``; the caption names the category: the paper's label-conditioned protocol);
 - ``class_descriptions``: ``storage.class_descriptions_features()``;
 - ``README.md``: the dataset card (``card.py``); ``synthesis.json``: the parameters that made it.
 
@@ -36,6 +39,7 @@ from emvision.datasets_scripts.storage import (
     DEFAULT_NUM_FOLDS,
     DEFAULT_SHORT_SIDE,
     ORACLE_TEACHER,
+    SCHEMA_VERSION,
     SYNTHETIC_SOURCE,
     assign_folds,
     class_descriptions_features,
@@ -44,8 +48,10 @@ from emvision.datasets_scripts.storage import (
     save_subset,
     sha256_bytes,
     staged_write,
+    stamp_schema_version,
     vqa_features,
 )
+from emvision.datasets_scripts.storage.model_image import encode_png, prepare_model_image
 from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, SEM_CATEGORIES, caption_for
 
 from .card import dataset_card
@@ -70,19 +76,36 @@ def _render_chunk(job: tuple[Sequence[int], int, int, int]) -> list[dict]:
     cpu_started = time.process_time()
     for index in indices:
         micrograph = generate_micrograph(index, seed, short_side=short_side, render_scale=render_scale)
-        png = micrograph.png_bytes()
+        # what the processor would make of the generated frame: the bar detected and cut, 224x224
+        model_image = prepare_model_image(micrograph.image, measure_scale_bar=False)
         records.append({
             "index": index,
-            "png": png,
-            "image_id": sha256_bytes(png),
+            "png": encode_png(model_image.pixels),
+            "image_id": sha256_bytes(micrograph.png_bytes()),  # the generated frame's file, as a real image's id
             "label": micrograph.label,
-            "width": micrograph.metadata["render_size"][0],
-            "height": micrograph.metadata["render_size"][1],
+            "width": model_image.width,
+            "height": model_image.height,
+            "crop_box": list(model_image.crop_box),
+            **info_bar_columns(micrograph.metadata),
             "metadata": micrograph.metadata_json(),
             "answers": oracle_answers(micrograph.metadata),
         })
     records[-1]["cpu_seconds"] = time.process_time() - cpu_started  # this chunk's CPU time, for throughput figures
     return records
+
+
+def info_bar_columns(metadata: dict) -> dict:
+    """What the image's information bar says, from the parameters the generator drew it with."""
+    imaging, bar = metadata["imaging"], metadata["info_bar"]
+    return {
+        "scale_bar_px": bar["scale_bar_px"],  # in the generated frame's pixels
+        "scale_bar_nm": bar["scale_bar_nm"],
+        "pixel_size_nm": metadata["pixel_size_nm"],
+        "magnification": imaging["magnification"],
+        "accelerating_voltage_kv": imaging["accelerating_voltage_kv"],
+        "working_distance_mm": imaging["working_distance_mm"],
+        "detector": imaging["detector"],
+    }
 
 
 def default_num_workers() -> int:
@@ -96,8 +119,9 @@ def render_images(num_images: int, seed: int = 0, *, short_side: int = DEFAULT_S
                   num_workers: int | None = None, progress: bool = True) -> list[dict]:
     """Render images ``0 .. num_images - 1`` of stream ``seed`` (in order) on ``num_workers`` processes.
 
-    Each record holds ``index``, ``png`` (bytes), ``image_id``, ``label``, ``width``/``height``
-    (the microscope frame), ``metadata`` (JSON) and ``answers`` (question_id -> oracle answer).
+    Each record holds ``index``, ``png`` (the stored image's bytes), ``image_id``, ``label``,
+    ``width``/``height`` (the generated frame), ``crop_box``, the info-bar columns, ``metadata`` (JSON)
+    and ``answers`` (question_id -> oracle answer).
     """
     num_workers = default_num_workers() if num_workers is None else num_workers
     chunks = [range(start, min(start + _CHUNK, num_images)) for start in range(0, num_images, _CHUNK)]
@@ -124,28 +148,26 @@ def render_images(num_images: int, seed: int = 0, *, short_side: int = DEFAULT_S
 # ---------------------------------------------------------------------------------------------
 
 
+_IMAGE_COLUMNS = ("image_id", "label", "width", "height", "crop_box", "scale_bar_px", "scale_bar_nm", "pixel_size_nm",
+                  "magnification", "accelerating_voltage_kv", "working_distance_mm", "detector", "metadata")
+
+
 def _image_rows(records: Sequence[dict], folds: Sequence[int]) -> Iterator[dict]:
     for record, fold in zip(records, folds):
         yield {
             "image": {"bytes": record["png"], "path": None},
-            "image_id": record["image_id"],
-            "label": record["label"],
+            **{name: record[name] for name in _IMAGE_COLUMNS},
             "fold": fold,
             "source": SYNTHETIC_SOURCE,
-            "width": record["width"],
-            "height": record["height"],
-            "metadata": record["metadata"],
         }
 
 
 def _vqa_rows(records: Sequence[dict], folds: Sequence[int]) -> Iterator[dict]:
     captions = {label: caption_for(name) for label, name in enumerate(SEM_CATEGORIES)}
     for record, fold in zip(records, folds):
-        image = {"bytes": record["png"], "path": None}
         for family in PROMPT_FAMILIES:
             yield {
-                "image_id": record["image_id"],
-                "image": image,
+                "image_id": record["image_id"],  # no image: the collators join vqa rows to images
                 "label": record["label"],
                 "question_id": family.question_id,
                 "question": family.question,
@@ -232,8 +254,11 @@ def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale,
         for name, make_rows, features in (("images", _image_rows, images_features()), ("vqa", _vqa_rows, vqa_features())):
             save_subset(staging / name, features, generator=lambda make_rows=make_rows: make_rows(records, folds), fingerprint=f"{key}-{name}")
         save_subset(staging / "class_descriptions", class_descriptions_features(), descriptions)
+        for name in ("images", "vqa", "class_descriptions"):
+            stamp_schema_version(staging / name)
     class_counts = dict(sorted(Counter(SEM_CATEGORIES[label] for label in labels).items()))
     summary = {
+        "schema_version": SCHEMA_VERSION,
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "cache_key": key,
@@ -258,6 +283,7 @@ def _build(staging: Path, num_images, seed, num_folds, short_side, render_scale,
 def cache_key(**options) -> str:
     """Hash of the generator version, the options, and the library versions that fix the bytes."""
     payload = {
+        "schema_version": SCHEMA_VERSION,  # a version-1 cache entry is never taken for a version-2 one
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "options": dict(sorted(options.items())),

@@ -1,9 +1,10 @@
 """The synthetic sets the training scripts use: built on first use, cached, shared by concurrent processes.
 
 ``load_or_create_synthetic(num_images=..., seed=...)`` returns a folder cached under
-``$EMVISION_CACHE/synthetic`` (default ``~/.cache/emvision/synthetic``), keyed by the generator
-version and the options, built once under a file lock and moved into place atomically, so
-concurrent processes (e.g. two ``accelerate launch`` ranks) share one complete copy.
+``$EMVISION_CACHE/synthetic`` (default ``~/.cache/emvision/synthetic``), keyed by the schema and
+generator versions and the options, built once under a file lock and moved into place atomically, so
+concurrent processes (e.g. two ``accelerate launch`` ranks) share one complete copy. Making an entry
+prints where it lies and how large it is (about 58 MB for the 1,000 images the training scripts use).
 """
 
 from __future__ import annotations
@@ -76,4 +77,12 @@ def load_or_create_synthetic(num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0
             shutil.rmtree(stale, ignore_errors=True)
         if progress:
             print(summary_line(summary), file=sys.stderr)
+        # said even when quiet: a new folder of this size under the user's home should never be a surprise
+        print(f"synthetic set cached at {target} ({folder_size(target) / 1e6:.0f} MB on disk; set {CACHE_ENV} to move the cache, "
+              "delete the folder to free the space)", file=sys.stderr)
     return target
+
+
+def folder_size(folder: str | os.PathLike) -> int:
+    """Bytes of the files under ``folder`` (what ``du`` counts, less the file system's block rounding)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())

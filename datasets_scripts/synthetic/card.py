@@ -37,20 +37,27 @@ python datasets_scripts/synthesize.py --output DIR --num_images {n} --seed {opti
 Each image is drawn at {options['render_scale']}x its stored size (the "microscope" frame) as a height
 map and a material map of one of the ten categories of Aversa et al. (2018), imaged with a model of
 the secondary-electron signal (edge brightening, shading, beam energy, detector), given shot and
-scan-line noise (and charging for insulating samples), stored as 8-bit grayscale PNG at a
+scan-line noise (and charging for insulating samples), made an 8-bit grayscale frame with a
 {options['short_side']} px short side (4:3), with an information bar burned into the bottom rows
-(scale bar whose length matches the magnification, kV, WD, detector). The same seed gives the same
-bytes; image `i` depends only on `(seed, i)`.
+(scale bar whose length matches the magnification, kV, WD, detector). What is stored is what the models
+read from that frame: the information bar detected and cut off as `MicrographImageProcessor` does it,
+resized to 224x224 (bicubic, aspect ratio not kept), 8-bit `L`, as an uncompressed PNG (schema version
+{summary.get('schema_version', 2)}). The same seed gives the same bytes; image `i` depends only on `(seed, i)`.
 
 ## Subsets
 
 - `images`: {n} rows. `source` is `"synthetic"`; `metadata` is the JSON of the generating parameters
   (category, variant, magnification, pixel size, detector, info-bar rows, and what was drawn:
   sizes in nm, counts, arrangement, coverage, aggregation, pore fraction, roughness, ...);
-  `image_id` is the sha256 of the stored PNG; `width`/`height` are the microscope frame's size;
+  `image_id` is the sha256 of the generated frame's PNG; `width`/`height` are the frame's size and
+  `crop_box` the part of it that `image` shows; `scale_bar_px` (in frame pixels), `scale_bar_nm`,
+  `pixel_size_nm`, `magnification`, `accelerating_voltage_kv`, `working_distance_mm` and `detector`
+  are what the burned-in bar says, taken from the generator's parameters (exact, unlike a real
+  image's, where only the scale bar's length in pixels is measured);
   `fold` is a stratified fold (0..{options['num_folds'] - 1}).
 - `vqa`: {summary['num_qa_pairs']} rows, one per image and prompt family of the MVaEMa paper
-  (`question_id` 1-10), `teacher="oracle-synthetic"`, `prompt_version="{summary['prompt_version']}"`.
+  (`question_id` 1-10), `teacher="oracle-synthetic"`, `prompt_version="{summary['prompt_version']}"`;
+  text only, joined to `images` by `image_id`.
   The `caption` names the true category: this is the paper's label-conditioned training protocol and
   must not be fed to a model at evaluation time.
 - `class_descriptions`: {summary['num_class_descriptions']} rows for HNF's text branch:

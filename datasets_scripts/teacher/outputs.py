@@ -3,6 +3,8 @@
 The subsets are written through ``storage.staged_write``: both are rebuilt from the cache at the end
 of every run, in (image_id, question_id) order, and replace the previous ones together. Subsets in
 DIR that another tool wrote (in-house QA from build_sem.py) are never replaced without ``overwrite``.
+The ``vqa`` rows are text (schema version 2): ``image_id`` joins them to the ``images`` subset the
+questions were asked about, which is never copied.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from emvision.datasets_scripts.storage import file_lock, progress_bars, save_subset, staged_write
+from emvision.datasets_scripts.storage import file_lock, progress_bars, save_subset, staged_write, stamp_schema_version
 from emvision.vocabulary import FAMILY_BY_ID, caption_for, class_description_prompt
 
 from .cache import TeacherCache
-from .planning import Plan, TeacherSettings, load_images
+from .planning import Plan, TeacherSettings
 
 CACHE_NAME = "teacher_cache.sqlite"
 FAILURES_NAME = "failures.jsonl"
@@ -27,27 +29,21 @@ WRITTEN_BY = "emvision datasets_scripts/generate_qa.py"  # the subsets' info.des
 STAGING_PREFIX = "generate_qa"  # DIR/.generate_qa-*: the subsets being written
 
 
-def _vqa_rows(dataset_dir: str, cache_path: str, plan_rows: tuple, label_names: tuple[str, ...], settings_json: str):
+def _vqa_rows(cache_path: str, plan_rows: tuple, label_names: tuple[str, ...], settings_json: str):
     """vqa rows from the cache; ``plan_rows`` = (row, image_id, label, fold, ((question_id, key), ...)) per image."""
-    from datasets import Image
-
     from emvision.datasets_scripts.teacher.cache import TeacherCache as Cache
 
     settings = TeacherSettings(**json.loads(settings_json))
-    images, _ = load_images(dataset_dir)
-    images = images.cast_column("image", Image(decode=False))
     with Cache(cache_path, readonly=True) as cache:
-        for row, image_id, label, fold, keys in plan_rows:
+        for _, image_id, label, fold, keys in plan_rows:
             answers = [(q, cache.get(key)) for q, key in keys]
             answers = [(q, a) for q, a in answers if a is not None]
             if not answers:
                 continue
-            image = images[row]["image"]
             caption = caption_for(label_names[label]) if settings.with_caption else ""
             for question_id, answer in answers:
                 yield {
-                    "image_id": image_id,
-                    "image": image,
+                    "image_id": image_id,  # joins the images subset: the image is not copied
                     "label": label,
                     "question_id": question_id,
                     "question": FAMILY_BY_ID[question_id].question,
@@ -76,7 +72,10 @@ def check_outputs_replaceable(output_dir: Path, overwrite: bool = False) -> None
 
 
 def write_subsets(output_dir: str | Path, dataset_dir: str | Path, plan: Plan, cache_path: str | Path, *, progress: bool = True) -> dict[str, int]:
-    """Rebuild ``DIR/vqa`` and ``DIR/class_descriptions`` from the cache (rows in a fixed order). Returns row counts."""
+    """Rebuild ``DIR/vqa`` and ``DIR/class_descriptions`` from the cache (rows in a fixed order). Returns row counts.
+
+    ``dataset_dir`` (the images asked about) is not read: the rows reference its images by ``image_id``.
+    """
     from emvision.datasets_scripts.storage import class_descriptions_features, vqa_features
 
     output_dir = Path(output_dir)
@@ -99,8 +98,10 @@ def write_subsets(output_dir: str | Path, dataset_dir: str | Path, plan: Plan, c
         else:
             # tuples, not lists: datasets would shard a list of gen_kwargs over workers
             plan_rows = tuple((image.row, image.image_id, image.label, image.fold, tuple(sorted(image.keys.items()))) for image in plan.images)
-            gen_kwargs = {"dataset_dir": str(dataset_dir), "cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))}
+            gen_kwargs = {"cache_path": str(cache_path), "plan_rows": plan_rows, "label_names": tuple(plan.label_names), "settings_json": json.dumps(asdict(plan.settings))}
             counts["vqa"] = save_subset(staging / "vqa", features, generator=_vqa_rows, gen_kwargs=gen_kwargs, fingerprint=uuid.uuid4().hex, description=WRITTEN_BY)
+        for name in ("class_descriptions", "vqa"):
+            stamp_schema_version(staging / name)
     return counts
 
 

@@ -1,4 +1,4 @@
-"""Build throughput of datasets_scripts/build_sem.py on the real smoke micrographs, replicated.
+"""Build throughput and memory of datasets_scripts/build_sem.py on the real smoke micrographs, replicated.
 
     python tests/benchmarks/bench_build_sem.py [--num_files 3000] [--images full|all] [--source folder|tar]
 
@@ -7,7 +7,10 @@ own sha256 and none is dropped as a duplicate, while its pixels and its decoding
 image's. ``--images full`` replicates only the three 1024x768 NFFA-style JPEGs, what the 21k-image
 archive is made of; ``all`` cycles through all 18 smoke images (mostly small tiles: optimistic).
 Prints one line: files, seconds, images/s and CPU milliseconds per image (all processes: the figure
-that says what a machine shared with other work would do alone), with the load average at the start.
+that says what a machine shared with other work would do alone), the peak resident memory of the
+build's process and of its largest decoding process (the build must stay within 1 GB whatever the
+archive's size), the extrapolated time for the 21,283-image archive, and the load average at the
+start and the end.
 
 Measured on the project's 2-core machine while shared (load average 7-10):
   --images full: 3000 files (1833 MB) -> 170 MB stored, 211.6 s, 14.2 images/s, 23.3 CPU ms/image
@@ -63,6 +66,10 @@ def replicate(real_sem_dir: Path, destination: Path, num_files: int, images: str
     return total_bytes
 
 
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # kB on Linux
+
+
 def _cpu_seconds() -> float:
     return sum(
         usage.ru_utime + usage.ru_stime
@@ -82,6 +89,7 @@ def run(num_files: int = 3000, images: str = "full", source_kind: str = "folder"
             source = archive
         load = os.getloadavg()[0]
         cpu_before = _cpu_seconds()
+        rss_before = _peak_rss_mb(resource.RUSAGE_SELF)
         started = time.perf_counter()
         report = build_sem_dataset(source, scratch / "out", num_workers=num_workers, show_progress=True)
         seconds = time.perf_counter() - started
@@ -99,6 +107,13 @@ def run(num_files: int = 3000, images: str = "full", source_kind: str = "folder"
         "source_mb": total_bytes / 1e6,
         "stored_mb": stored / 1e6,
         "load_average": load,
+        "load_average_end": os.getloadavg()[0],
+        # peak resident set sizes (ru_maxrss): this process over its whole life (replicating included; its RSS
+        # before the build is given too), and the largest decoding process
+        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
+        "rss_before_build_mb": rss_before,
+        "peak_worker_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN),
+        "archive_minutes": 21_283 / (num_files / seconds) / 60,
     }
 
 
@@ -113,8 +128,10 @@ def main(argv=None) -> int:
     print(
         f"build_sem: {result['num_files']} files ({result['images']}, {result['source']}, {result['source_mb']:.0f} MB -> "
         f"{result['stored_mb']:.0f} MB stored), {result['workers']} workers: {result['seconds']:.1f} s, "
-        f"{result['images_per_s']:.1f} images/s, {result['cpu_ms_per_image']:.1f} CPU ms/image "
-        f"(load average {result['load_average']:.1f} at start)"
+        f"{result['images_per_s']:.1f} images/s, {result['cpu_ms_per_image']:.1f} CPU ms/image; peak RSS {result['peak_rss_mb']:.0f} MB "
+        f"(before the build {result['rss_before_build_mb']:.0f} MB), largest decoding process {result['peak_worker_rss_mb']:.0f} MB; "
+        f"21,283 images at this rate: {result['archive_minutes']:.1f} min "
+        f"(load average {result['load_average']:.1f} at start, {result['load_average_end']:.1f} at the end)"
     )
     return 0
 

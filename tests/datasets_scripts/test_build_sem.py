@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from datasets import Image as DatasetImage
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard
 from PIL import Image
@@ -34,6 +36,9 @@ from emvision.datasets_scripts.archive import (
     push_to_hub,
 )
 from emvision.datasets_scripts.build_sem import main
+from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+from emvision.processing.micrograph import detect_info_bar
+from emvision.train.data.collators import ImageCollator
 from emvision.vocabulary import PROMPT_FAMILIES, PROMPT_VERSION, caption_for
 from emvision.datasets_scripts.archive.sources import ClassMatcher, SourceFile
 from emvision.vocabulary import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES
@@ -157,16 +162,29 @@ def test_category_folders_with_bad_files(folders_build, layouts):
     assert report.num_duplicates == 1 and report.num_conflicts == 1
 
     for row in rows:
-        original = (layouts["folders"] / row["source"]).read_bytes()
+        path = layouts["folders"] / row["source"]
+        original = path.read_bytes()
         assert row["image_id"] == hashlib.sha256(original).hexdigest()
         with Image.open(io.BytesIO(original)) as source_image:
             assert (row["width"], row["height"]) == source_image.size
         stored = row["image"]
-        assert min(stored.size) == min(256, row["width"], row["height"])
-        assert abs(stored.size[0] / stored.size[1] - row["width"] / row["height"]) < 0.01
-        assert stored.mode == "L"  # grayscale micrographs, the colour info bar included
-        assert row["metadata"] == "{}"
+        assert stored.size == (224, 224)  # what the models read
+        # L when what the models read is gray (the colour info bar is cut first); colour or JPEG chroma noise: RGB, so exact
+        model_input = MicrographImageProcessor()(str(path), return_tensors="np")["pixel_values"][0]
+        assert stored.mode == ("L" if _channels_equal(model_input.transpose(1, 2, 0)) else "RGB"), row["source"]
+        bar = detect_info_bar(str(path))
+        assert row["crop_box"] == [0, 0, row["width"], row["height"] if bar is None else bar]
+        assert row["metadata"] == "{}" and row["magnification"] is None and row["detector"] is None  # no OCR
         assert 0 <= row["fold"] < 10
+    # the stored images give the training collator exactly the processor's pixel_values on the original files
+    processor = MicrographImageProcessor()
+    raw = list(load_from_disk(str(output / "images")).cast_column("image", DatasetImage(decode=False)))
+    expected = processor([str(layouts["folders"] / row["source"]) for row in raw], return_tensors="pt")["pixel_values"]
+    assert torch.equal(ImageCollator(processor)(raw)["pixel_values"], expected)
+    # the NFFA-style JPEGs' scale bars are found in their information bars (the 2 µm bar of L6_0a6f18 is 111 px long)
+    by_name = {Path(row["source"]).name: row for row in rows}
+    assert by_name["L6_0a6f18702a4a32677c74ed390f3af7af.jpg"]["scale_bar_px"] == pytest.approx(111, abs=3)
+    assert by_name["goyal_sponge_test_1.jpg"]["scale_bar_px"] is None and by_name["goyal_sponge_test_1.jpg"]["crop_box"] == [0, 0, 256, 256]
     labels = {row["source"]: SEM_CATEGORIES[row["label"]] for row in rows}
     assert labels["MEMS devices and electrodes/tile_totalgood_MEMS_devices_and_electrodes.png"] == "MEMS_devices_and_electrodes"
     assert labels["Nanowires/batch 2/L6_0a6f78b39b585f1be2400daebf44dcb3.jpg"] == "Nanowires"
@@ -183,8 +201,17 @@ def test_category_folders_with_bad_files(folders_build, layouts):
     }
     assert card.data.emvision["num_rejects"] == len(rejects) == len(report.rejects)
     assert card.data.emvision["rejects_by_kind"]["label_conflict"] == 2
-    assert "Stored as lossless PNG" in card.text and "| 7 | Porous_Sponge | 5 |" in card.text
+    assert "Stored as PNG without compression" in card.text and "| 7 | Porous_Sponge | 5 |" in card.text
+    assert "**not read**" in card.text and card.data.emvision["schema_version"] == 2
     assert not (output / "vqa").exists()
+    # no class descriptions in the source: the project's hand-written ones, labelled human, so MLM pre-training works
+    descriptions = load_from_disk(str(output / "class_descriptions"))
+    assert sorted(descriptions["name"]) == sorted(SEM_CATEGORIES) and set(descriptions["source"]) == {"human"}
+    assert report.num_descriptions == 10 and "hand-written" in card.text
+
+
+def _channels_equal(rgb: np.ndarray) -> bool:
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def test_every_archive_layout_gives_the_same_rows(folders_build, layouts, tmp_path):
@@ -296,7 +323,8 @@ def test_imagefolder_metadata_jsonl_writes_vqa(inhouse, tmp_path):
     images = {r["source"]: r for r in _rows(output)}
     assert set(images) == {"train/a.jpg", "train/b.png"}
     assert SEM_CATEGORIES[images["train/a.jpg"]["label"]] == "Nanowires"
-    assert json.loads(images["train/b.png"]["metadata"]) == {"magnification": "5 kX"}
+    # an info-bar column given as text that is not a number stays in the metadata JSON
+    assert json.loads(images["train/b.png"]["metadata"]) == {"magnification": "5 kX"} and images["train/b.png"]["magnification"] is None
     rejects = {(r["path"], r["kind"]) for r in _rejects(output)}
     assert ("train/c.png", "unknown_class") in rejects
     assert "'train' names a split" in next(r["reason"] for r in _rejects(output) if r["path"] == "train/c.png")
@@ -314,7 +342,7 @@ def test_imagefolder_metadata_jsonl_writes_vqa(inhouse, tmp_path):
     for row in vqa:
         assert row["image_id"] == images["train/a.jpg"]["image_id"] and row["fold"] == images["train/a.jpg"]["fold"]
         assert row["caption"] == caption_for("Nanowires")
-        assert row["image"].size == images["train/a.jpg"]["image"].size
+    assert "image" not in vqa.column_names  # text rows: image_id joins them to images
     card = DatasetCard.load(output / "README.md")
     assert "visual-question-answering" in card.data.task_categories and "in-house (1)" in card.text
 
@@ -343,19 +371,21 @@ def test_metadata_csv_with_the_users_own_classes(inhouse, tmp_path):
 
 
 def test_prepare_image_conversions(real_sem_images):
-    jpeg = next(p for p in real_sem_images if p.name.startswith("L6_")).read_bytes()
+    jpeg = next(p for p in real_sem_images if p.name == "L6_0a6f18702a4a32677c74ed390f3af7af.jpg").read_bytes()
     prepared = prepare_image(jpeg)
-    assert (prepared.width, prepared.height, prepared.mode) == (1024, 768, "L")
-    assert Image.open(io.BytesIO(prepared.data)).size == (341, 256)
+    assert (prepared.width, prepared.height, prepared.mode) == (1024, 768, "RGB")
+    assert prepared.crop_box == (0, 0, 1024, 630)  # the data zone and the strip below it are cut
+    assert Image.open(io.BytesIO(prepared.data)).size == (224, 224)
+    assert prepare_image(jpeg, ImageOptions(color="L")).mode == "L"
     kept = prepare_image(jpeg, ImageOptions(short_side=0, image_format="jpeg", color="RGB"))
     with Image.open(io.BytesIO(kept.data)) as image:
-        assert (image.format, image.size, image.mode) == ("JPEG", (1024, 768), "RGB")
+        assert (image.format, image.size, image.mode) == ("JPEG", (1024, 630), "RGB")
 
     # 16-bit grayscale: scaled to 8 bits, not clipped
     ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
     buffer = io.BytesIO()
     Image.fromarray(ramp).save(buffer, format="PNG")
-    stored = np.asarray(Image.open(io.BytesIO(prepare_image(buffer.getvalue()).data)))
+    stored = np.asarray(Image.open(io.BytesIO(prepare_image(buffer.getvalue(), ImageOptions(short_side=0)).data)))
     assert stored.dtype == np.uint8 and stored.max() == round(65520 / 257) and stored.min() == 0
 
     # a false-colour image stays RGB; the same picture in gray is stored as L
@@ -397,7 +427,7 @@ def test_push_to_hub_uploads_card_subsets_and_rejects(folders_build, monkeypatch
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo_id, **kw: calls.append(("dataset", repo_id, (len(self), kw))))
 
     push_to_hub(output, "lab/sem", token="hf_test")
-    assert [c[0] for c in calls] == ["create_repo", "card", "dataset", "upload_file"]
+    assert [c[0] for c in calls] == ["create_repo", "card", "dataset", "dataset", "upload_file"]  # images, class_descriptions
     assert calls[0][2]["private"] is True and calls[0][2]["repo_type"] == "dataset"
     assert calls[1][2]["num_images"] == report.num_images
     rows, kwargs = calls[2][2]
@@ -410,7 +440,7 @@ def test_cli(layouts, tmp_path, capsys):
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1].startswith(f"{output}: 18 images in 10 classes; 0 rejects")
+    assert done.stdout.strip().splitlines()[-1].startswith(f"{output}: 18 images in 10 classes, 10 class descriptions; 0 rejects")
     assert {r["fold"] for r in _rows(output)} == {0, 1, 2}
 
     with pytest.raises(SystemExit) as exited:

@@ -26,7 +26,7 @@ from PIL import Image as PILImage
 from emvision.datasets_scripts import generate_qa as cli
 from emvision.datasets_scripts import teacher as gq
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for
-from emvision.datasets_scripts.storage import assign_folds, class_descriptions_features, images_features, vqa_features
+from emvision.datasets_scripts.storage import INFO_BAR_COLUMNS, assign_folds, class_descriptions_features, images_features, vqa_features
 from emvision.datasets_scripts.teacher.cache import CachedAnswer, TeacherCache, cache_key
 from emvision.datasets_scripts.teacher.client import RateLimiter, RetryPolicy, is_refusal, redact, retry_after_seconds
 from emvision.datasets_scripts.teacher.cost import Pricing, image_tokens
@@ -61,6 +61,8 @@ def dataset_dir(tmp_path_factory, real_sem_images) -> Path:
                 "source": str(path),
                 "width": width,
                 "height": height,
+                "crop_box": [0, 0, width, height],
+                **dict.fromkeys(INFO_BAR_COLUMNS),
                 "metadata": "{}",
             }
         )
@@ -286,7 +288,7 @@ def test_unreadable_image_is_reported_and_the_run_goes_on(dataset_dir, tmp_path)
 
 def test_subsets_written_by_another_tool_are_not_replaced_unless_asked(dataset_dir, tmp_path, capsys, monkeypatch):
     output = tmp_path / "out"
-    in_house = Dataset.from_list([{"image_id": "x", "image": None, "label": 0, "question_id": 0, "question": "q?", "caption": "", "answer": "in-house answer",
+    in_house = Dataset.from_list([{"image_id": "x", "label": 0, "question_id": 0, "question": "q?", "caption": "", "answer": "in-house answer",
                                    "teacher": "in-house", "prompt_version": "", "fold": 0}], features=vqa_features())  # fmt: skip
     in_house.save_to_disk(str(output / "vqa"))
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)

@@ -19,7 +19,7 @@ from emvision.datasets_scripts import synthetic as synth
 from emvision.datasets_scripts.synthetic import cache as synthetic_cache
 from emvision.datasets_scripts.synthetic.oracle import CATEGORY_NAMES, oracle_answer, oracle_answers, oracle_class_descriptions
 from emvision.vocabulary import FAMILY_BY_ID, PROMPT_VERSION, caption_for, class_description_prompt
-from emvision.datasets_scripts.storage import class_descriptions_features, images_features, sha256_bytes, vqa_features
+from emvision.datasets_scripts.storage import class_descriptions_features, images_features, schema_version, sha256_bytes, vqa_features
 from emvision.datasets_scripts.synthetic import (
     CLASS_SPECS,
     REFERENCE_DISPLAY_WIDTH_MM,
@@ -27,6 +27,7 @@ from emvision.datasets_scripts.synthetic import (
     format_length,
     generate_micrograph,
 )
+from emvision.processing.micrograph import detect_info_bar
 from emvision.vocabulary import SEM_CATEGORIES
 
 CLI_IMAGES, CLI_FOLDS, CLI_SEED = 20, 2, 3
@@ -173,19 +174,30 @@ def test_cli_output_has_the_schema_and_provenance(cli_dataset):
     descriptions = datasets.load_from_disk(str(cli_dataset / "class_descriptions"))
     assert images.features == images_features() and vqa.features == vqa_features() and descriptions.features == class_descriptions_features()
     assert len(images) == CLI_IMAGES and len(vqa) == 10 * CLI_IMAGES
+    assert "image" not in vqa.column_names  # schema 2: the image is stored once, in images
+    for subset in (images, vqa, descriptions):
+        assert str(subset.info.version) == "2.0.0" and schema_version(subset, "vqa") == 2
     raw = images.cast_column("image", datasets.Image(decode=False))
     for row, raw_row in zip(images, raw):
         assert raw_row["image"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
-        assert row["image_id"] == sha256_bytes(raw_row["image"]["bytes"])
         assert row["source"] == "synthetic"
         metadata = json.loads(row["metadata"])
         assert metadata["category"] == SEM_CATEGORIES[row["label"]] and metadata["seed"] == CLI_SEED
-        assert (row["width"], row["height"]) == (682, 512) and row["image"].size == (341, 256)
+        frame = generate_micrograph(metadata["index"], seed=CLI_SEED)
+        assert row["image_id"] == sha256_bytes(frame.png_bytes())  # the generated frame's file
+        # stored as the models read it: bar cut, 224x224 gray; the frame's size, crop box and bar text kept
+        assert (row["width"], row["height"]) == (341, 256) and row["image"].size == (224, 224) and row["image"].mode == "L"
+        bar_row = detect_info_bar(frame.image)  # as the processor finds it (the generator's top_row, almost always)
+        assert row["crop_box"] == [0, 0, 341, 256 if bar_row is None else bar_row]
+        assert row["scale_bar_px"] == metadata["info_bar"]["scale_bar_px"] and row["scale_bar_nm"] == metadata["info_bar"]["scale_bar_nm"]
+        assert row["magnification"] == metadata["imaging"]["magnification"] and row["detector"] == metadata["imaging"]["detector"]
+        assert row["accelerating_voltage_kv"] == metadata["imaging"]["accelerating_voltage_kv"]
+        assert row["pixel_size_nm"] == metadata["pixel_size_nm"]
     ids = set(images["image_id"])
     per_image = Counter(vqa["image_id"])
     assert set(per_image) == ids and set(per_image.values()) == {10}
     label_of = dict(zip(images["image_id"], images["label"]))
-    for row in vqa.remove_columns("image"):
+    for row in vqa:
         assert row["teacher"] == "oracle-synthetic" and row["prompt_version"] == PROMPT_VERSION
         assert row["question"] == FAMILY_BY_ID[row["question_id"]].question
         assert row["label"] == label_of[row["image_id"]] and row["caption"] == caption_for(SEM_CATEGORIES[row["label"]])
@@ -202,7 +214,7 @@ def test_cli_folds_are_stratified(cli_dataset):
     import datasets
 
     images = datasets.load_from_disk(str(cli_dataset / "images")).remove_columns("image")
-    vqa = datasets.load_from_disk(str(cli_dataset / "vqa")).remove_columns("image")
+    vqa = datasets.load_from_disk(str(cli_dataset / "vqa"))
     per_class = Counter(zip(images["label"], images["fold"]))
     for label in set(images["label"]):
         counts = [per_class[(label, fold)] for fold in range(CLI_FOLDS)]
@@ -220,6 +232,42 @@ def test_class_descriptions_follow_the_generator_ranges():
         assert row["source"] == "oracle-synthetic" and row["prompt"] == class_description_prompt(row["name"])
         assert format_length(low) in row["description"] and format_length(high) in row["description"]
     assert len({row["description"] for row in rows}) == len(rows)
+
+
+def test_stored_images_give_the_processors_pixel_values_to_the_bit(cli_dataset, tmp_path):
+    """What training reads from the stored image equals what MicrographImageProcessor makes of the generated file."""
+    import datasets
+    import torch
+
+    from emvision.processing.image_processing_micrograph import MicrographImageProcessor
+    from emvision.train.data.collators import ImageCollator
+    from emvision.train.data.images import undecoded
+
+    processor = MicrographImageProcessor()
+    rows = list(undecoded(datasets.load_from_disk(str(cli_dataset / "images"))))
+    files = []
+    for row in rows:
+        metadata = json.loads(row["metadata"])
+        files.append(tmp_path / f"frame_{metadata['index']}.png")
+        files[-1].write_bytes(generate_micrograph(metadata["index"], seed=CLI_SEED).png_bytes())
+    collated = ImageCollator(processor)(rows)["pixel_values"]
+    assert torch.equal(collated, processor([str(f) for f in files], return_tensors="pt")["pixel_values"])
+
+
+def test_default_synthetic_set_is_small_on_disk(cli_dataset):
+    """1,000 images must stay under 80 MB: per image, what the CLI set stores stays under 80 kB (measured: 56 MB for 1,000)."""
+    per_image = synthetic_cache.folder_size(cli_dataset) / CLI_IMAGES
+    assert per_image < 80_000, f"{per_image:.0f} bytes per image"
+    images_bytes = synthetic_cache.folder_size(cli_dataset / "images") / CLI_IMAGES
+    assert images_bytes < 1.1 * 224 * 224  # one uncompressed 8-bit 224x224 image, its row and a share of the files
+
+
+def test_cache_says_where_it_lies_and_how_large_it_is(tmp_path, capsys):
+    folder = synth.load_or_create_synthetic(num_images=3, seed=4, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    err = capsys.readouterr().err
+    assert f"synthetic set cached at {folder} (" in err and " MB on disk" in err and "EMVISION_CACHE" in err
+    synth.load_or_create_synthetic(num_images=3, seed=4, cache_dir=tmp_path / "cache", num_workers=1, progress=False)
+    assert "cached at" not in capsys.readouterr().err  # said once, when made
 
 
 def test_cache_is_reused_and_never_half_written(tmp_path, monkeypatch):

@@ -530,3 +530,59 @@ def test_latest_falls_back_past_damaged_and_unfinished_checkpoints_saying_so(che
     assert f"Resumed from {output_dir / 'checkpoints' / 'step_00000001'} (epoch 0, step 1)" in log
     expected, got = load_file(run / "model.safetensors"), load_file(output_dir / "model.safetensors")
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+# ---- --streaming -----------------------------------------------------------------------------------------------------
+# The comparison below trains the same model (transformers' ViT at HNF's width, the fastest one) from the same seed for
+# the same 60 optimizer steps of 2 x 16 images on the same SYNTHETIC set, once map-style and once streamed, both on two
+# gloo processes, and evaluates both on the same map-style test fold (200 images). Only the order of the training images
+# differs, so the test metrics must agree within run-to-run noise. That noise was measured on this exact setting (seeds
+# 1-3, each map-style and streamed, 6 runs): test top-1 0.175-0.31 (mean 0.24 both ways), best validation loss
+# 1.94-2.14; the binomial standard error of a difference of two top-1s on 200 images is 0.044 at p = 0.25. Tolerances:
+# top-1 within 0.14 (the measured range, 3 standard errors), validation loss within 0.2 (the measured range). Both
+# runs must also have learned (top-1 >= 0.15, 2.4 standard errors above chance 0.10; validation loss <= 2.2 against
+# ln 10 = 2.30 at chance), so a streamed run that trained on wrong rows (validation or test images, mismatched labels)
+# fails. With seed 1 on this machine: top-1 0.23 map-style, 0.225 streamed; validation loss 2.048 and 1.956.
+# (tests/train/test_data.py checks the streamed epochs themselves: every training image, no other, equal shares.)
+STREAM_STEPS = ["--baseline", "vit", "--num_folds", "5", "--max_train_steps", "60", "--per_device_train_batch_size", "16",
+                "--per_device_eval_batch_size", "100", "--report_to", "none", "--checkpointing_steps", "no", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def comparison_set(tmp_path_factory) -> Path:
+    from emvision.datasets_scripts.synthesize import load_or_create_synthetic
+
+    # 1,000 images (600 train / 200 validation / 200 test): drawn small (128 px frames) to build in about a minute
+    return load_or_create_synthetic(num_images=1000, seed=3, num_folds=5, short_side=128, render_scale=1,
+                                    cache_dir=tmp_path_factory.mktemp("synthetic1000"), progress=False)
+
+
+def _launch_two(script: str, args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]
+    return subprocess.run(command, cwd=REPO, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_two_process_streaming_run_matches_the_map_style_run(comparison_set, tmp_path):
+    runs = {}
+    for mode, extra in (("map", []), ("streaming", ["--streaming", "--shuffle_buffer_size", "200"])):
+        output_dir = tmp_path / mode
+        result = _launch_two("train/classify.py", ["--dataset", str(comparison_set), "--output_dir", str(output_dir), *STREAM_STEPS, *extra])
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        runs[mode] = json.loads((output_dir / "metrics.json").read_text())
+    streamed, mapped = runs["streaming"], runs["map"]
+    assert "600 train (streamed) / 200 validation / 200 test images" in result.stdout + result.stderr
+    assert streamed["optimizer_steps"] == mapped["optimizer_steps"] == 60
+    assert streamed["epochs"] == mapped["epochs"]  # 18 batches per process and epoch either way
+    assert streamed["num_images"] == mapped["num_images"] == 200  # the same test fold, gathered from both processes
+    for metrics in runs.values():  # both learned: clear of chance
+        assert metrics["top1"] >= 0.15 and metrics["best_val_loss"] <= 2.2
+    assert abs(streamed["top1"] - mapped["top1"]) <= 0.14, (streamed["top1"], mapped["top1"])
+    assert abs(streamed["best_val_loss"] - mapped["best_val_loss"]) <= 0.2, (streamed["best_val_loss"], mapped["best_val_loss"])
+
+
+def test_streamed_vqa_training_joins_images_to_their_text_rows(synthetic_dir, tmp_path):
+    from emvision.train.vqa import main
+
+    metrics = main(_vqa_args(synthetic_dir, tmp_path / "vqa_stream", "--streaming", "--max_train_steps", "3", "--checkpointing_steps", "no"))
+    assert metrics["optimizer_steps"] == 3 and metrics["num_test_pairs"] == 8
+    assert 0.0 <= metrics["zero_shot_classification"]["top1"] <= 1.0

@@ -23,12 +23,13 @@ def templated_answer(class_name: str) -> str:
 
 
 def label_template_vqa(images):
-    """A ``vqa``-shaped dataset (image_id, image, label, fold, question_id, question, caption, answer, teacher,
-    prompt_version) with one templated row per row of the ``images`` subset; the images are not copied."""
+    """A ``vqa``-shaped dataset (image_id, label, fold, question_id, question, caption, answer, teacher,
+    prompt_version) with one templated row per row of the ``images`` subset: text joined to the images by
+    ``image_id``, as the stored ``vqa`` subset is (schema version 2)."""
     from datasets import Value
 
     names = images.features["label"].names
-    rows = images.select_columns(["image_id", "image", "label", "fold"])
+    rows = images.select_columns(["image_id", "label", "fold"])
     labels = list(rows["label"])
     sentences = [templated_answer(names[label]) for label in labels]
     columns = {

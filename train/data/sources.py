@@ -8,6 +8,11 @@
   optional question/answer columns): built with ``build_sem`` into ``<output_dir>/dataset`` first, with a
   fingerprint of the source (``fingerprint``), so a changed source is rebuilt, never silently reused;
 - a Hub dataset id whose configs are the subsets (``images``, ``vqa``, ``class_descriptions``).
+
+Datasets in the version-1 layout (images stored again in every ``vqa`` row, the information bar still
+on the stored images) are converted on read: ``vqa`` loses its image column, and the collators run the
+image processor's full path on version-1 images (as version 1 always did, so slower than version 2).
+``python -m emvision.datasets_scripts.storage.convert OLD NEW`` converts such a folder once.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from typing import TYPE_CHECKING
 from emvision.train.loop.arguments import non_negative_int, num_folds_type, positive_int
 from emvision.train.loop.preflight import InputError
 
+from emvision.datasets_scripts.storage import SUBSETS, class_descriptions_by_class, schema_version
+
 from .fingerprint import FINGERPRINT_FILE, describe_change, fingerprint_source, read_fingerprint, write_fingerprint
 
 if TYPE_CHECKING:
     from datasets import Dataset
-
-SUBSETS = ("images", "vqa", "class_descriptions")  # emvision.datasets_scripts.storage.SUBSETS, without loading datasets
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, default_synthetic_images: int) -> None:
@@ -61,7 +66,7 @@ class DatasetSource:
             raise ValueError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
         if self.hub_id:
             try:
-                return load_dataset(self.hub_id, name=subset, split="train")
+                return read_as_current_schema(load_dataset(self.hub_id, name=subset, split="train"), subset, self.hub_id)
             except Exception as error:  # noqa: BLE001 - re-raised with the dataset and subset named
                 if required:
                     raise RuntimeError(f"could not load subset {subset!r} of Hub dataset {self.hub_id!r}: {error}") from error
@@ -71,7 +76,7 @@ class DatasetSource:
             if required:
                 raise FileNotFoundError(f"{self.path} has no {subset!r} subset ({folder} is not a saved dataset)")
             return None
-        return load_from_disk(str(folder))
+        return read_as_current_schema(load_from_disk(str(folder)), subset, self.name)
 
     @property
     def synthetic(self) -> bool:
@@ -81,8 +86,36 @@ class DatasetSource:
         return marker.is_file()
 
 
+_NOTICED: set[str] = set()
+
+
+def read_as_current_schema(dataset: Dataset, subset: str, name: str) -> Dataset:
+    """A subset as schema version 2 expects it: a version-1 ``vqa`` subset loses the image it repeated in every row."""
+    if schema_version(dataset, subset) >= 2:
+        return dataset
+    if name not in _NOTICED:
+        _NOTICED.add(name)
+        print(f"{name}: a version-1 dataset (images repeated in vqa, info bar not cut): converted on read; convert it once with "
+              "`python -m emvision.datasets_scripts.storage.convert OLD NEW` for faster training")
+    if subset == "vqa" and "image" in dataset.column_names:
+        return dataset.remove_columns("image")
+    return dataset
+
+
 def _is_built_dataset(path: Path) -> bool:
     return any((path / subset / "dataset_info.json").is_file() for subset in SUBSETS)
+
+
+DEFAULT_SHUFFLE_BUFFER = 1000  # rows held to shuffle a stream
+
+
+def add_streaming_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("streaming (datasets larger than memory or local disk)")
+    group.add_argument("--streaming", action="store_true",
+                       help="read the training images as a stream (saved folder or Hub id), split across processes; "
+                            "validation and test folds stay map-style")
+    group.add_argument("--shuffle_buffer_size", type=positive_int, default=DEFAULT_SHUFFLE_BUFFER,
+                       help="rows held to shuffle a stream (images; and question-answer rows for MVaEMa)")
 
 
 def resolve_dataset(args, accelerator, *, output_dir: str | Path) -> DatasetSource:
@@ -161,13 +194,21 @@ def built_copy(source: Path, built: Path, args, accelerator) -> None:
 
 
 def class_descriptions_from(source: DatasetSource, class_names: list[str]) -> tuple[dict[str, list[str]] | None, str | None]:
-    """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source."""
-    from emvision.datasets_scripts.storage import class_descriptions_by_class
+    """Every class's descriptions from the dataset's ``class_descriptions`` subset, and their source.
 
+    None (HNF's text branch then reads the class names) when there is no subset, or when some classes
+    have no description (e.g. build_sem's hand-written ones cover only the ten SEM categories).
+    """
     table = source.load("class_descriptions", required=False)
     if table is None or len(table) == 0:
         return None, None
     names = table.features["label"].names
+    described = {names[label] for label in table["label"]}
+    missing = [name for name in class_names if name not in described]
+    if missing:
+        print(f"{source.name}: no class description for {missing}: HNF's text branch uses the class names instead "
+              "(add descriptions with datasets_scripts/generate_qa.py or a class_descriptions.jsonl in the source)")
+        return None, None
     try:
         return class_descriptions_by_class(({**row, "label": names[row["label"]]} for row in table), class_names)
     except ValueError as error:

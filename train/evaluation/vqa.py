@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from emvision.train.data.collators import VQAPromptCollator
 from emvision.train.metrics.vqa_loader import load_vqa_metric
 
 from .progress import progress
@@ -13,18 +14,10 @@ from .progress import progress
 
 @torch.no_grad()
 def generate_answers(accelerator, model, processor, rows, *, with_captions: bool, max_new_tokens: int, num_beams: int = 1,
-                     batch_size: int = 48) -> list[str]:
-    """Answers to ``rows`` (image, question[, caption]) in row order, computed on every process."""
-
-    def collate(batch):
-        inputs = processor(
-            images=[row["image"] for row in batch],
-            text=[row["question"] for row in batch],
-            captions=[row["caption"] for row in batch] if with_captions else None,
-            return_tensors="pt",
-        )
-        return dict(inputs)
-
+                     batch_size: int = 48, images=None) -> list[str]:
+    """Answers to ``rows`` (question[, caption], and image or ``image_id`` found in ``images``) in row order,
+    computed on every process."""
+    collate = VQAPromptCollator(processor, with_captions=with_captions, images=images)
     loader = accelerator.prepare(DataLoader(rows, batch_size=batch_size, collate_fn=collate))
     model.eval()
     answers: list[str] = []
@@ -35,15 +28,16 @@ def generate_answers(accelerator, model, processor, rows, *, with_captions: bool
     return answers
 
 
-def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=None) -> dict:
+def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=None, images=None) -> dict:
     """BLEU-2/4, ROUGE-1/2/L, METEOR of the model's answers on the test fold (the first --max_generate_samples
-    pairs), the number of pairs they were measured on and, given ``train_split``, their chance level."""
+    pairs), the number of pairs they were measured on and, given ``train_split``, their chance level.
+    ``images`` joins text rows to their images (schema version 2)."""
     in_fold = len(test_split)
     if args.max_generate_samples and len(test_split) > args.max_generate_samples:
         test_split = test_split.select(range(args.max_generate_samples))
     predictions = generate_answers(
         accelerator, model, processor, test_split, with_captions=args.eval_with_captions,
-        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.per_device_eval_batch_size,
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.per_device_eval_batch_size, images=images,
     )
     references = list(test_split["answer"])
     metric = load_vqa_metric()
