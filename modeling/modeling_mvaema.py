@@ -182,6 +182,11 @@ class MVaEMaAttention(nn.Module):
         batch, length, _ = states.shape  # -> (parts, batch, heads, length, head_dim)
         return states.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
+    def image_key_value(self, image_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of the image tokens, each `(B, heads, image_tokens, head_dim)`."""
+        key, value = self._heads(self.key_value(image_embeds), 2)
+        return key, value
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -190,25 +195,41 @@ class MVaEMaAttention(nn.Module):
         is_causal: bool = False,
         cache: Cache | None = None,
         attention_probs: list | None = None,
+        key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
-        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`."""
+        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`.
+        `key_value`: the image's keys and values from `image_key_value` (cross-attention), instead of `image_embeds`.
+        `keep`: the positions whose outputs are wanted (queries); every position still gives keys and values."""
         batch, length, width = hidden_states.shape
+        queries = hidden_states if keep is None else hidden_states[:, keep]
         if self.is_cross_attention:
-            query = self._heads(self.query(hidden_states), 1)[0]
+            query = self._heads(self.query(queries), 1)[0]
             cross_cache = cache.cross_attention_cache if cache is not None else None
-            if cache is not None and cache.is_updated.get(self.layer_idx, False):
+            if key_value is not None:
+                key, value = key_value
+            elif cache is not None and cache.is_updated.get(self.layer_idx, False):
                 stored = cross_cache.layers[self.layer_idx]
                 filled = stored.get_seq_length()
                 key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
             else:
-                key, value = self._heads(self.key_value(image_embeds), 2)
+                key, value = self.image_key_value(image_embeds)
                 if cache is not None:
                     key, value = cross_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
         else:
-            query, key, value = self._heads(self.qkv(hidden_states), 3)
+            if keep is None:
+                query, key, value = self._heads(self.qkv(hidden_states), 3)
+            elif type(self.qkv) is nn.Linear:  # queries of the kept positions only (not under a LoRA wrapper)
+                weight, bias = self.qkv.weight, self.qkv.bias
+                query = self._heads(F.linear(queries, weight[:width], bias[:width]), 1)[0]
+                key, value = self._heads(F.linear(hidden_states, weight[width:], bias[width:]), 2)
+            else:
+                query, key, value = self._heads(self.qkv(hidden_states), 3)
+                query = query[:, :, keep]
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)
+        length = query.shape[-2]
         if attention_probs is not None or (length == 1 and not self.training):
             # the weights were asked for (`output_attentions`), or one decoding step, where two small matmuls
             # beat SDPA's kernel dispatch on CPU: the explicit softmax gives the same result
@@ -385,9 +406,11 @@ class MVaEMaTextAttentionBlock(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None):
-        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs)
-        return self.LayerNorm(hidden_states + self.dropout(attended))
+    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None,
+                key_value=None, keep=None):
+        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs, key_value, keep)
+        residual = hidden_states if keep is None else hidden_states[:, keep]
+        return self.LayerNorm(residual + self.dropout(attended))
 
 
 class MVaEMaTextFeedForward(nn.Module):
@@ -431,15 +454,23 @@ class MVaEMaTextLayer(GradientCheckpointingLayer):
         causal: bool = False,
         past_key_values: EncoderDecoderCache | None = None,
         recording: MVaEMaRecording | None = None,
+        image_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
+        """`image_key_value`: this layer's precomputed cross-attention keys/values (see `MVaEMaTextModel.image_key_values`).
+        `keep`: return only these positions (their queries alone go through the block; all positions give keys)."""
         self_attention = self.causal_self_attention if causal else self.self_attention
         attentions = recording.attentions if recording is not None else None
         cross_attentions = recording.cross_attentions if recording is not None else None
         if self_attention is not None:
             self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
-            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions)
-        if self.cross_attention is not None and image_embeds is not None:
-            hidden_states = self.cross_attention(hidden_states, image_embeds, None, False, past_key_values, cross_attentions)
+            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions, None, keep)
+        elif keep is not None:
+            hidden_states = hidden_states[:, keep]
+        if self.cross_attention is not None and (image_embeds is not None or image_key_value is not None):
+            hidden_states = self.cross_attention(
+                hidden_states, image_embeds, None, False, past_key_values, cross_attentions, image_key_value
+            )
         return self.feed_forward(hidden_states)
 
 
@@ -459,9 +490,19 @@ class MVaEMaTextModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         past_key_values: EncoderDecoderCache | None = None,
         recording: MVaEMaRecording | None = None,
+        image_key_values: list | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
         """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`).
-        A `recording` collects the embeddings and every block's output and attention weights."""
+        A `recording` collects the embeddings and every block's output and attention weights.
+
+        `image_key_values` (from `image_key_values(image_embeds)`, optionally indexed by row) replaces `image_embeds`
+        in the cross-attention: the image's keys and values are then projected once for several passes.
+        `keep` (a slice over the new positions) returns only those positions: the last block computes the queries,
+        cross-attention and feed-forward of those positions alone (every position still gives keys and values, so
+        the kept outputs, and the cache, are the same as those of the full pass)."""
+        if keep is not None and recording is not None:
+            keep = None  # every position of every block is recorded
         length = input_ids.shape[1]
         if attention_mask is not None:
             past_length = attention_mask.shape[1] - length
@@ -484,21 +525,55 @@ class MVaEMaTextModel(nn.Module):
         else:
             mask, is_causal = _padding_mask(attention_mask), False
         hidden_states = self.embeddings(input_ids, position_ids)
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
             if recording is not None:
                 recording.add_hidden_states(hidden_states)
+            layer_keep, layer_mask, layer_is_causal = None, mask, is_causal
+            if keep is not None and index == last:
+                layer_keep = keep
+                layer_mask, layer_is_causal = _kept_query_mask(mask, is_causal, keep, length, past_length, input_ids.device)
             hidden_states = layer(
                 hidden_states,
                 image_embeds,
-                attention_mask=mask,
-                is_causal=is_causal,
+                attention_mask=layer_mask,
+                is_causal=layer_is_causal,
                 causal=causal,
                 past_key_values=past_key_values,
                 recording=recording,
+                image_key_value=image_key_values[index] if image_key_values is not None else None,
+                keep=layer_keep,
             )
+        if keep is not None and not self.layers:
+            hidden_states = hidden_states[:, keep]
         if recording is not None:
             recording.add_hidden_states(hidden_states)
         return hidden_states
+
+    def image_key_values(self, image_embeds: torch.Tensor) -> list:
+        """Every block's cross-attention keys and values of `image_embeds` (None for blocks without cross-attention):
+        computed once, they serve several passes over the same images (index the rows for other pairings)."""
+        return [
+            layer.cross_attention.attention.image_key_value(image_embeds) if layer.cross_attention is not None else None
+            for layer in self.layers
+        ]
+
+
+def _select_key_values(image_key_values: list, rows: torch.Tensor) -> list:
+    """The cross-attention keys/values of the images `rows` (a 1-D index), for every block."""
+    return [None if pair is None else (pair[0].index_select(0, rows), pair[1].index_select(0, rows)) for pair in image_key_values]
+
+
+def _kept_query_mask(mask, is_causal: bool, keep: slice, length: int, past_length: int, device) -> tuple[torch.Tensor | None, bool]:
+    """The attention mask of the kept queries: the rows `keep` of the full mask (SDPA's `is_causal` aligns the
+    diagonal top-left, so a causal pass over fewer queries than keys gets an explicit mask)."""
+    if mask is None and is_causal:
+        query_positions = torch.arange(past_length, past_length + length, device=device)[keep]
+        key_positions = torch.arange(past_length + length, device=device)
+        return key_positions[None, :] <= query_positions[:, None], False
+    if mask is not None and mask.shape[-2] == length and length > 1:
+        return mask[..., keep, :], is_causal
+    return mask, is_causal
 
 
 class MVaEMaLMTransform(nn.Module):
@@ -605,7 +680,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised ITC text embeddings (B, projection_dim) of `[CLS] text [SEP]` sequences."""
         self._require_itc("get_text_features")
-        text_hidden = self.text_model(input_ids, attention_mask)
+        text_hidden = self.text_model(input_ids, attention_mask, keep=slice(0, 1))  # only [CLS] is read
         return F.normalize(self.text_projection(text_hidden[:, 0]), dim=-1)
 
     def image_text_matching(self, input_ids, attention_mask=None, pixel_values=None, image_embeds=None) -> torch.Tensor:
@@ -616,7 +691,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             image_embeds = self.vision_model(pixel_values)
         input_ids = input_ids.clone()
         input_ids[:, 0] = self.config.text_config.enc_token_id
-        grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds)
+        grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds, keep=slice(0, 1))
         return torch.sigmoid(self.itm_head(grounded[:, 0]).squeeze(-1))
 
     def _require_itc(self, name: str) -> None:
@@ -682,6 +757,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         losses: dict[str, torch.Tensor] = {}
         logits = None
         decoder_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions, cross_attentions=True)
+        matching = itc_input_ids is not None and config.use_itm
+        image_key_values = None
+        if matching and config.use_cross_attention and not use_cache:
+            # the image's cross-attention keys/values, projected once for the ITM pairs and the decoder
+            image_key_values = self.text_model.image_key_values(image_embeds)
         if input_ids is None:
             cache = None
         else:
@@ -689,6 +769,14 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 cache = new_mvaema_cache()
             elif cache is not None and not isinstance(cache, EncoderDecoderCache):
                 cache = EncoderDecoderCache(cache, DynamicCache())
+            if labels is not None:
+                # the last block runs only from the first position that predicts a label (the question before it
+                # still gives keys and values)
+                supervised = labels[:, 1:] != -100
+                first = int(supervised.any(dim=0).int().argmax()) if bool(supervised.any()) else 0
+                keep = slice(first, None)
+            else:
+                first, keep = 0, slice(-logits_to_keep, None) if logits_to_keep else None
             decoder_states = self.text_model(
                 input_ids,
                 attention_mask,
@@ -697,9 +785,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 position_ids=position_ids,
                 past_key_values=cache,
                 recording=decoder_recording,
+                image_key_values=image_key_values,
+                keep=keep,
             )
             if labels is not None:
-                losses["lm"] = self._answer_loss(decoder_states, labels)
+                if decoder_recording is not None:  # the recorded pass returns every position
+                    decoder_states = decoder_states[:, first:]
+                losses["lm"] = self._answer_loss(decoder_states, labels[:, first:])
             else:
                 kept = decoder_states[:, -logits_to_keep:] if logits_to_keep else decoder_states
                 logits = self.lm_head(self.lm_transform(kept))
@@ -717,7 +809,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 losses["itc"] = itc.loss
                 logits_per_image = itc.logits_per_image[itc.offset : itc.offset + batch_size]
             if config.use_itm:
-                itm_logits, itm_labels = self._matching_logits(image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc)
+                itm_logits, itm_labels = self._matching_logits(
+                    image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc, image_key_values
+                )
                 losses["itm"] = itm_loss(itm_logits, itm_labels)
 
         weights = {"itc": config.itc_loss_weight, "itm": config.itm_loss_weight, "lm": config.lm_loss_weight}
@@ -744,7 +838,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
     def _answer_loss(self, decoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy, with the LM head run only where a label exists (the answer and [EOS])."""
+        """Next-token cross-entropy, with the LM head run only where a label exists (the answer and [EOS]).
+        `decoder_states` and `labels` cover the same positions (the decoder's output from some position on)."""
         next_labels = labels[:, 1:]
         supervised = next_labels != -100
         if not bool(supervised.any()):
@@ -753,8 +848,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(self.lm_transform(states))
         return lm_loss(logits, next_labels[supervised], self.config.label_smoothing)
 
-    def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc):
-        """ITM on every positive pair plus one sampled negative text per image and one negative image per text."""
+    def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc, image_key_values=None):
+        """ITM on every positive pair plus one sampled negative text per image and one negative image per text.
+        `image_key_values` (optional): the images' cross-attention keys/values, indexed for the pairs instead of
+        projecting the repeated image tokens again."""
         batch_size = image_embeds.shape[0]
         device = image_embeds.device
         if itc is not None:
@@ -775,8 +872,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         mask = itc_attention_mask if itc_attention_mask is not None else torch.ones_like(enc_ids)
         texts = torch.cat([enc_ids, enc_ids[negative_texts[has_text]], enc_ids[has_image]])
         masks = torch.cat([mask, mask[negative_texts[has_text]], mask[has_image]])
-        images = torch.cat([image_embeds, image_embeds[has_text], image_embeds[negative_images[has_image]]])
-        grounded = self.text_model(texts, masks, image_embeds=images)
+        rows = torch.arange(batch_size, device=device)
+        image_rows = torch.cat([rows, rows[has_text], negative_images[has_image]])
+        if image_key_values is not None:
+            pair_key_values = _select_key_values(image_key_values, image_rows)
+            grounded = self.text_model(texts, masks, image_key_values=pair_key_values, keep=slice(0, 1))
+        else:
+            grounded = self.text_model(texts, masks, image_embeds=image_embeds[image_rows], keep=slice(0, 1))
         itm_logits = self.itm_head(grounded[:, 0]).squeeze(-1)
         itm_labels = torch.cat([torch.ones(batch_size, device=device), torch.zeros(texts.shape[0] - batch_size, device=device)])
         return itm_logits, itm_labels
