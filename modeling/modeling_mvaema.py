@@ -8,7 +8,8 @@ with the grounded encoder, LM head tied to the embeddings). Training minimises I
 candidate categories by the decoder's likelihood.
 
 Attention runs on `torch.nn.functional.scaled_dot_product_attention`; single-token decoding steps use two
-plain matmuls instead, which are faster on CPU at these sizes.
+plain matmuls instead, which are faster on CPU at these sizes. Plain greedy `generate` calls run a short loop of
+their own (`MVaEMaTextModel.decode_step`) that gives the same ids as GenerationMixin's.
 
 Copied next to the weights as remote code: imports only torch, transformers and, relatively, the
 configuration and the losses (emvision's vocabulary is optional there: it only supplies defaults).
@@ -17,6 +18,7 @@ configuration and the losses (emvision's vocabulary is optional there: it only s
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -102,6 +104,10 @@ class MVaEMaCacheLayer(DynamicLayer):
     of the filled part, instead of concatenating the whole history at every decoding step. MVaEMa's decoder
     keeps its prompt (the question) in the cache, so the copies a concatenation makes would grow with it."""
 
+    def __init__(self, capacity: int | None = None):
+        super().__init__()
+        self.capacity = capacity  # positions to allocate at the first write (e.g. prompt + max_new_tokens)
+
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self.length = 0
@@ -115,7 +121,7 @@ class MVaEMaCacheLayer(DynamicLayer):
             self.values = torch.cat([self.values[:, :, : self.length], value_states], dim=-2) if self.length else value_states
         else:
             if self.keys.ndim != 4 or end > self.keys.shape[-2]:
-                capacity = max(end, 2 * self.length, 32)
+                capacity = max(end, 2 * self.length, 32 if self.length or not self.capacity else self.capacity)
                 keys = key_states.new_zeros((*key_states.shape[:2], capacity, key_states.shape[-1]))
                 values = value_states.new_zeros((*value_states.shape[:2], capacity, value_states.shape[-1]))
                 if self.length:
@@ -145,16 +151,18 @@ class MVaEMaCacheLayer(DynamicLayer):
 
 
 class MVaEMaDynamicCache(DynamicCache):
-    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them)."""
+    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them); `capacity`: the
+    positions each layer allocates at its first write (the total length, when it is known: no reallocation)."""
 
-    def __init__(self):
+    def __init__(self, capacity: int | None = None):
         super().__init__()
-        self.layer_class_to_replicate = MVaEMaCacheLayer
+        self.layer_class_to_replicate = functools.partial(MVaEMaCacheLayer, capacity)
 
 
-def new_mvaema_cache() -> EncoderDecoderCache:
-    """An empty decoder cache: self-attention keys/values and the image's cross-attention keys/values."""
-    return EncoderDecoderCache(MVaEMaDynamicCache(), MVaEMaDynamicCache())
+def new_mvaema_cache(capacity: int | None = None) -> EncoderDecoderCache:
+    """An empty decoder cache: self-attention keys/values (room for `capacity` positions) and the image's
+    cross-attention keys/values."""
+    return EncoderDecoderCache(MVaEMaDynamicCache(capacity), MVaEMaDynamicCache())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -550,6 +558,51 @@ class MVaEMaTextModel(nn.Module):
             recording.add_hidden_states(hidden_states)
         return hidden_states
 
+    @torch.no_grad()
+    def decode_step(self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: EncoderDecoderCache, bias) -> torch.Tensor:
+        """One greedy-decoding step: the next token of every row `(B,)` at `position_ids` `(B,)` -> its final hidden
+        state `(B, 1, hidden)`, the self-attention cache updated.
+
+        The same operations, in the same order and on the same tensors, as `forward` with a cache and one new token
+        (eval mode), so the result is bit-for-bit the same; what it leaves out is the per-call work around them
+        (module calls, mask building and checks, the cross-attention cache lookup, output objects). `bias`
+        (`(B, 1, 1, keys)`: 0, or -inf at padding; or None) replaces the padding mask: adding 0 or -inf to a score
+        gives what `masked_fill` gives. Needs eval mode, a filled cache and plain `nn.Linear` projections.
+        """
+        embeddings = self.embeddings
+        ids, positions = token_ids[:, None], position_ids[:, None]
+        hidden = embeddings.word_embeddings(ids) + embeddings.position_embeddings(positions)
+        hidden = embeddings.LayerNorm(hidden)
+        batch, width = hidden.shape[0], hidden.shape[-1]
+        for index, layer in enumerate(self.layers):
+            block = layer.causal_self_attention
+            if block is not None:
+                attention = block.attention
+                qkv = attention._heads(F.linear(hidden, attention.qkv.weight, attention.qkv.bias), 3)
+                key, value = cache.self_attention_cache.update(qkv[1], qkv[2], index)
+                scores = _single_query_scores(qkv[0] * attention.head_dim**-0.5, key)
+                if bias is not None:
+                    scores += bias[..., : key.shape[-2]]
+                context = _single_query_context(scores.softmax(dim=-1), value)
+                attended = F.linear(context.transpose(1, 2).reshape(batch, 1, width), attention.out_proj.weight, attention.out_proj.bias)
+                hidden = block.LayerNorm(hidden + attended)
+            block = layer.cross_attention
+            if block is not None:
+                attention = block.attention
+                stored = cache.cross_attention_cache.layers[index]
+                filled = stored.get_seq_length()
+                key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
+                query = attention._heads(F.linear(hidden, attention.query.weight, attention.query.bias), 1)[0]
+                scores = _single_query_scores(query * attention.head_dim**-0.5, key)
+                context = _single_query_context(scores.softmax(dim=-1), value)
+                attended = F.linear(context.transpose(1, 2).reshape(batch, 1, width), attention.out_proj.weight, attention.out_proj.bias)
+                hidden = block.LayerNorm(hidden + attended)
+            feed_forward = layer.feed_forward
+            transformed = F.linear(hidden, feed_forward.intermediate.weight, feed_forward.intermediate.bias)
+            transformed = F.linear(feed_forward.activation(transformed), feed_forward.output.weight, feed_forward.output.bias)
+            hidden = feed_forward.LayerNorm(hidden + transformed)
+        return hidden
+
     def image_key_values(self, image_embeds: torch.Tensor) -> list:
         """Every block's cross-attention keys and values of `image_embeds` (None for blocks without cross-attention):
         computed once, they serve several passes over the same images (index the rows for other pairings)."""
@@ -557,6 +610,21 @@ class MVaEMaTextModel(nn.Module):
             layer.cross_attention.attention.image_key_value(image_embeds) if layer.cross_attention is not None else None
             for layer in self.layers
         ]
+
+
+def _single_query_scores(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """`query @ key.transpose(-1, -2)` for `(B, H, 1, D)` x `(B, H, S, D)`: the same `bmm` that `matmul` ends in,
+    called directly (one decoding step calls it 8 times: matmul's broadcasting and reshapes cost more than it)."""
+    batch, heads, _, dim = query.shape
+    scores = torch.bmm(query.reshape(batch * heads, 1, dim), key.reshape(batch * heads, -1, dim).transpose(1, 2))
+    return scores.view(batch, heads, 1, -1)
+
+
+def _single_query_context(probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`probs @ value` for `(B, H, 1, S)` x `(B, H, S, D)`, as one direct `bmm` (see `_single_query_scores`)."""
+    batch, heads, _, length = probs.shape
+    context = torch.bmm(probs.reshape(batch * heads, 1, length), value.reshape(batch * heads, length, -1))
+    return context.view(batch, heads, 1, -1)
 
 
 def _select_key_values(image_key_values: list, rows: torch.Tensor) -> list:
@@ -892,6 +960,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
+        fast_greedy: bool = True,
         **generate_kwargs,
     ) -> torch.LongTensor:
         """Answer the prompts `[DEC] (caption) question [SEP]` (left-padded) about the images.
@@ -899,6 +968,12 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         Encodes the images once, then runs `GenerationMixin.generate` over the decoder with a self- and
         cross-attention KV cache: greedy, beam search (`num_beams`) and sampling (`do_sample`) all work.
         Without `input_ids` the decoder starts from [DEC] alone (captioning). Returns prompt + generated ids.
+
+        Plain greedy decoding (only `max_new_tokens`, `min_new_tokens`, `do_sample=False`, `num_beams=1`,
+        `use_cache` given, and a generation config without other settings) takes a shorter loop of its own
+        (`fast_greedy=False` turns it off): the same prefill, then `MVaEMaTextModel.decode_step` per token, with
+        GenerationMixin's stopping rules ([EOS], then padding; `min_new_tokens` holds [EOS] back). It returns the
+        same ids as the GenerationMixin loop (bit-identical logits; tested).
         """
         if image_embeds is None:
             if pixel_values is None:
@@ -913,11 +988,81 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         generation_config = generate_kwargs.get("generation_config", self.generation_config)
         use_cache = generate_kwargs.get("use_cache", generation_config.use_cache)
+        max_new_tokens = generate_kwargs.get("max_new_tokens", generation_config.max_new_tokens)
+        capacity = input_ids.shape[1] + max_new_tokens if isinstance(max_new_tokens, int) else None
+        if fast_greedy and self._plain_greedy(generate_kwargs) and use_cache is not False:
+            return self._greedy_decode(image_embeds, input_ids, attention_mask, generate_kwargs, capacity)
         if use_cache is not False and generate_kwargs.get(CACHE_NAME) is None:
-            generate_kwargs[CACHE_NAME] = new_mvaema_cache()
+            generate_kwargs[CACHE_NAME] = new_mvaema_cache(capacity)
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, image_embeds=image_embeds, **generate_kwargs
         )
+
+    # generate() arguments and generation-config fields the short greedy loop implements (anything else: GenerationMixin)
+    _GREEDY_ARGUMENTS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache"})
+    _GREEDY_CONFIG_FIELDS = frozenset({
+        "max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache", "pad_token_id", "bos_token_id",
+        "eos_token_id", "decoder_start_token_id", "output_attentions", "output_hidden_states", "return_dict_in_generate",
+        "_from_model_config", "transformers_version",
+    })
+
+    def _plain_greedy(self, generate_kwargs: dict) -> bool:
+        """Whether this call is plain greedy decoding that `_greedy_decode` reproduces exactly."""
+        if self.training or not set(generate_kwargs) <= self._GREEDY_ARGUMENTS:
+            return False
+        if generate_kwargs.get("do_sample", False) or generate_kwargs.get("num_beams", 1) != 1:
+            return False
+        config = self.generation_config
+        changed = config.to_diff_dict()
+        if not set(changed) <= self._GREEDY_CONFIG_FIELDS or config.do_sample or (config.num_beams or 1) != 1:
+            return False
+        if config.output_attentions or config.output_hidden_states or config.return_dict_in_generate:
+            return False
+        if not isinstance(generate_kwargs.get("max_new_tokens", config.max_new_tokens), int):
+            return False
+        if config.pad_token_id is None and config.eos_token_id is not None:
+            return False
+        linears = [module for layer in self.text_model.layers for module in layer.modules() if isinstance(module, nn.Linear)]
+        return all(type(module) is nn.Linear for module in [*linears, self.lm_head, self.lm_transform.dense])
+
+    def _greedy_decode(self, image_embeds, input_ids, attention_mask, generate_kwargs: dict, capacity: int) -> torch.LongTensor:
+        """Greedy decoding as GenerationMixin does it (its prefill call, its stopping rules), one `decode_step` per token."""
+        config = self.generation_config
+        max_new_tokens = generate_kwargs.get("max_new_tokens", config.max_new_tokens)
+        min_new_tokens = generate_kwargs.get("min_new_tokens", config.min_new_tokens) or 0
+        eos = config.eos_token_id
+        eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
+        batch_size, prompt_length = input_ids.shape
+        sequences = input_ids.new_empty((batch_size, prompt_length + max_new_tokens))
+        sequences[:, :prompt_length] = input_ids
+        if max_new_tokens <= 0:
+            return sequences[:, :prompt_length]
+        cache = new_mvaema_cache(capacity)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        outputs = self(image_embeds=image_embeds, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       **{CACHE_NAME: cache}, use_cache=True, logits_to_keep=1, return_dict=True)
+        logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        bias = None
+        if not bool(attention_mask.all()):  # left padding of the prompts: -inf on those keys, 0 elsewhere
+            bias = torch.zeros(batch_size, 1, 1, capacity, dtype=logits.dtype, device=logits.device)
+            bias[:, 0, 0, :prompt_length].masked_fill_(attention_mask == 0, float("-inf"))
+        next_positions = position_ids[:, -1] + 1
+        unfinished = torch.ones(batch_size, dtype=torch.bool, device=input_ids.device)
+        length = prompt_length
+        for step in range(max_new_tokens):
+            if eos is not None and step < min_new_tokens:
+                logits[:, eos] = float("-inf")
+            next_tokens = logits.argmax(dim=-1)
+            if eos is not None:
+                next_tokens = torch.where(unfinished, next_tokens, config.pad_token_id)
+                unfinished &= ~torch.isin(next_tokens, eos)
+            sequences[:, length] = next_tokens
+            length += 1
+            if step == max_new_tokens - 1 or (eos is not None and not bool(unfinished.any())):
+                break
+            hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias)
+            logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].to(copy=True, dtype=torch.float32)
+        return sequences[:, :length]
 
     # -- zero-shot classification ------------------------------------------------------------------
 
@@ -968,7 +1113,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             answer_mask[index, : len(ids)] = 1
 
         cache = new_mvaema_cache()
-        prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache)
+        prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache, keep=slice(-1, None))
         first_logprobs = F.log_softmax(self.lm_head(self.lm_transform(prompt_states[:, -1])).float(), dim=-1)  # (B, V)
         cache.batch_repeat_interleave(num_candidates)
 

@@ -145,3 +145,68 @@ def test_mvaema_generate_equals_the_previous_implementation(reference_mvaema, se
     torch.manual_seed(3)
     expected = previous.generate(**common)
     assert torch.equal(generated, expected)
+
+
+@pytest.mark.parametrize("min_new_tokens", [0, 3, 12])
+@pytest.mark.parametrize("padded", [True, False])
+def test_fast_greedy_loop_equals_the_generation_mixin_loop(min_new_tokens, padded):
+    """The short greedy loop against GenerationMixin's, on a model whose [EOS] comes early (biased LM head)."""
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
+    with torch.no_grad():
+        model.lm_head.bias[EOS] += 3.0  # some rows stop early: padding after [EOS], early exit when all stop
+    input_ids, attention_mask = _prompts()
+    if not padded:
+        input_ids, attention_mask = input_ids[1:2].repeat(3, 1), attention_mask[1:2].repeat(3, 1)
+    pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    common = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=12,
+                  min_new_tokens=min_new_tokens)
+    assert model._plain_greedy({k: v for k, v in common.items() if k in ("max_new_tokens", "min_new_tokens")})
+    fast, slow = model.generate(**common), model.generate(**common, fast_greedy=False)
+    assert torch.equal(fast, slow)
+    if min_new_tokens == 0:
+        assert (fast == PAD).any() or fast.shape[1] < input_ids.shape[1] + 12  # [EOS] did end some rows
+
+
+def test_fast_greedy_step_logits_are_bit_identical_to_the_forward_pass():
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
+    input_ids, attention_mask = _prompts()
+    image_embeds = model.vision_model(torch.randn(3, 3, 32, 32))
+    from emvision.modeling.modeling_mvaema import new_mvaema_cache
+
+    with torch.no_grad():
+        caches = [new_mvaema_cache(20), new_mvaema_cache(20)]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        for cache in caches:
+            model(image_embeds=image_embeds, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  cache=cache, use_cache=True, logits_to_keep=1)
+        bias = torch.zeros(3, 1, 1, 20).masked_fill_(torch.nn.functional.pad(attention_mask == 0, (0, 14))[:, None, None], float("-inf"))
+        tokens, mask = torch.tensor([20, 21, 22]), attention_mask
+        for step in range(4):
+            mask = torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1)
+            positions = position_ids[:, -1] + 1 + step
+            expected = model(image_embeds=image_embeds, input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                             cache=caches[0], use_cache=True).logits[:, -1]
+            hidden = model.text_model.decode_step(tokens, positions, caches[1], bias)
+            assert torch.equal(model.lm_head(model.lm_transform(hidden))[:, -1], expected)
+            tokens = expected.argmax(-1)
+
+
+def test_non_greedy_settings_and_lora_style_wrappers_take_the_generation_mixin_loop():
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
+    assert model._plain_greedy({"max_new_tokens": 4})
+    for kwargs in ({"num_beams": 2}, {"do_sample": True}, {"repetition_penalty": 1.2}, {"output_scores": True}):
+        assert not model._plain_greedy({"max_new_tokens": 4, **kwargs})
+    model.generation_config.no_repeat_ngram_size = 2
+    assert not model._plain_greedy({"max_new_tokens": 4})
+    model.generation_config.no_repeat_ngram_size = None
+    layer = model.text_model.layers[0].causal_self_attention.attention
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    wrapped = Wrapped(layer.qkv.in_features, layer.qkv.out_features)
+    layer.qkv = wrapped
+    assert not model._plain_greedy({"max_new_tokens": 4})
