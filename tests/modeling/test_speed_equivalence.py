@@ -210,3 +210,67 @@ def test_non_greedy_settings_and_lora_style_wrappers_take_the_generation_mixin_l
     wrapped = Wrapped(layer.qkv.in_features, layer.qkv.out_features)
     layer.qkv = wrapped
     assert not model._plain_greedy({"max_new_tokens": 4})
+
+
+@pytest.fixture(scope="module")
+def reference_hnf_ode():
+    return _load_reference("hnf_ode_before_speed")
+
+
+@pytest.mark.parametrize("method,steps", [("rk4", 1), ("rk4", 2), ("midpoint", 1), ("midpoint", 3), ("euler", 1), ("euler", 2), ("dopri5", 1)])
+@pytest.mark.parametrize("keep", [slice(None), slice(-1, None), -1])
+def test_hnf_ode_equals_the_previous_implementation(reference_hnf_ode, method, steps, keep):
+    """Batched directions and the pruned last stage: same end states and gradients as torchdiffeq on two fields."""
+    from tiny_models import tiny_hnf_config
+
+    from emvision.modeling.hnf_ode import HNFBidirectionalODE
+
+    config = tiny_hnf_config(ode_method=method, ode_steps=steps, ode_rtol=1e-6, ode_atol=1e-6)
+    torch.manual_seed(0)
+    current = HNFBidirectionalODE(config)
+    with torch.no_grad():  # non-trivial time vectors and norms
+        for parameter in current.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    previous = reference_hnf_ode.HNFBidirectionalODE(config)
+    previous.load_state_dict(current.state_dict())
+    tokens = torch.randn(3, 17, config.hidden_size)
+    results = []
+    for ode in (current, previous):
+        ode.train()
+        inputs = tokens.clone().requires_grad_()
+        out = ode(inputs, keep=keep)
+        out.square().sum().backward()
+        grads = {name: p.grad for name, p in ode.named_parameters()}
+        results.append((out.detach(), inputs.grad, grads))
+    (out, input_grad, grads), (expected, expected_input_grad, expected_grads) = results
+    tolerance = dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out, expected, **tolerance)
+    torch.testing.assert_close(input_grad, expected_input_grad, **tolerance)
+    for name in expected_grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], **tolerance, msg=name)
+
+
+def test_hnf_model_outputs_and_gradients_equal_the_previous_ode(reference_hnf_ode, monkeypatch):
+    """The whole classifier with the current ODE against the same weights with the previous one."""
+    from tiny_models import tiny_hnf_config
+
+    from emvision.modeling import HNFForImageClassification
+    from emvision.modeling import modeling_hnf
+
+    config = tiny_hnf_config()
+    pixel_values, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    results = []
+    for ode_class in (modeling_hnf.HNFBidirectionalODE, reference_hnf_ode.HNFBidirectionalODE):
+        monkeypatch.setattr(modeling_hnf, "HNFBidirectionalODE", ode_class)
+        torch.manual_seed(0)
+        model = HNFForImageClassification(config).train()
+        out = model(pixel_values=pixel_values, labels=labels, output_hidden_states=True)
+        out.loss.backward()
+        results.append((out, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    (out, grads), (expected, expected_grads) = results
+    torch.testing.assert_close(out.logits, expected.logits, atol=1e-5, rtol=1e-4)
+    for mine, theirs in zip(out.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
+    assert grads.keys() == expected_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], atol=1e-5, rtol=1e-4, msg=name)
