@@ -66,10 +66,13 @@ class HNFConfig(PretrainedConfig):
       `[0, ode_integration_time]` (4 field evaluations per direction); set `ode_method="dopri5"` and
       `ode_adjoint=True` for an adaptive solver with the adjoint method (memory O(1) in the number of steps).
       The backward-time branch is solved jointly with the forward one, as `dh/ds = -f_b(-s, h)` for
-      `s` in `[0, T]`, so one solver call serves both. Cost: the ODE of the first layer (8 attention + MLP
-      evaluations over 197 tokens) dominates; on CPU a training step of the default config costs about 4x
-      that of a ViT of the same width and depth, about 2.4x with `ode_method="midpoint"` and 1.6x with
-      `"euler"` (measured with tests/benchmarks/bench_hnf_throughput.py).
+      `s` in `[0, T]`, so one solver call serves both (the two fields are evaluated in one batched call). Cost:
+      the ODE of the first layer dominates: rk4 makes 4 evaluations of both fields over 197 tokens, of which the
+      last one only for the CLS (the only position read; euler and midpoint likewise prune their last stage).
+      On CPU (1 thread, batch 48, loaded shared machine) a training step of the default config costs about 3.9x
+      that of a ViT of the same width and depth, about 2.0x with `ode_method="midpoint"` and 1.2x with
+      `"euler"` (tests/benchmarks/run_all.py --only training; the default solver is chosen by accuracy at equal
+      budget, not by this cost).
     - Graph: edges are found on the patch embeddings before position embeddings are added (content
       similarity). The k-nearest-neighbour relation is made symmetric by adding its transpose (a pair of
       mutual neighbours gets weight 2); the virtual node is joined to every patch in both directions.

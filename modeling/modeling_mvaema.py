@@ -8,7 +8,8 @@ with the grounded encoder, LM head tied to the embeddings). Training minimises I
 candidate categories by the decoder's likelihood.
 
 Attention runs on `torch.nn.functional.scaled_dot_product_attention`; single-token decoding steps use two
-plain matmuls instead, which are faster on CPU at these sizes.
+plain matmuls instead, which are faster on CPU at these sizes. Plain greedy `generate` calls run a short loop of
+their own (`MVaEMaTextModel.decode_step`) that gives the same ids as GenerationMixin's.
 
 Copied next to the weights as remote code: imports only torch, transformers and, relatively, the
 configuration and the losses (emvision's vocabulary is optional there: it only supplies defaults).
@@ -17,6 +18,7 @@ configuration and the losses (emvision's vocabulary is optional there: it only s
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -102,6 +104,10 @@ class MVaEMaCacheLayer(DynamicLayer):
     of the filled part, instead of concatenating the whole history at every decoding step. MVaEMa's decoder
     keeps its prompt (the question) in the cache, so the copies a concatenation makes would grow with it."""
 
+    def __init__(self, capacity: int | None = None):
+        super().__init__()
+        self.capacity = capacity  # positions to allocate at the first write (e.g. prompt + max_new_tokens)
+
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         self.length = 0
@@ -115,7 +121,7 @@ class MVaEMaCacheLayer(DynamicLayer):
             self.values = torch.cat([self.values[:, :, : self.length], value_states], dim=-2) if self.length else value_states
         else:
             if self.keys.ndim != 4 or end > self.keys.shape[-2]:
-                capacity = max(end, 2 * self.length, 32)
+                capacity = max(end, 2 * self.length, 32 if self.length or not self.capacity else self.capacity)
                 keys = key_states.new_zeros((*key_states.shape[:2], capacity, key_states.shape[-1]))
                 values = value_states.new_zeros((*value_states.shape[:2], capacity, value_states.shape[-1]))
                 if self.length:
@@ -145,16 +151,18 @@ class MVaEMaCacheLayer(DynamicLayer):
 
 
 class MVaEMaDynamicCache(DynamicCache):
-    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them)."""
+    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them); `capacity`: the
+    positions each layer allocates at its first write (the total length, when it is known: no reallocation)."""
 
-    def __init__(self):
+    def __init__(self, capacity: int | None = None):
         super().__init__()
-        self.layer_class_to_replicate = MVaEMaCacheLayer
+        self.layer_class_to_replicate = functools.partial(MVaEMaCacheLayer, capacity)
 
 
-def new_mvaema_cache() -> EncoderDecoderCache:
-    """An empty decoder cache: self-attention keys/values and the image's cross-attention keys/values."""
-    return EncoderDecoderCache(MVaEMaDynamicCache(), MVaEMaDynamicCache())
+def new_mvaema_cache(capacity: int | None = None) -> EncoderDecoderCache:
+    """An empty decoder cache: self-attention keys/values (room for `capacity` positions) and the image's
+    cross-attention keys/values."""
+    return EncoderDecoderCache(MVaEMaDynamicCache(capacity), MVaEMaDynamicCache())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,6 +190,11 @@ class MVaEMaAttention(nn.Module):
         batch, length, _ = states.shape  # -> (parts, batch, heads, length, head_dim)
         return states.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
 
+    def image_key_value(self, image_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of the image tokens, each `(B, heads, image_tokens, head_dim)`."""
+        key, value = self._heads(self.key_value(image_embeds), 2)
+        return key, value
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -190,25 +203,41 @@ class MVaEMaAttention(nn.Module):
         is_causal: bool = False,
         cache: Cache | None = None,
         attention_probs: list | None = None,
+        key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
-        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`."""
+        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`.
+        `key_value`: the image's keys and values from `image_key_value` (cross-attention), instead of `image_embeds`.
+        `keep`: the positions whose outputs are wanted (queries); every position still gives keys and values."""
         batch, length, width = hidden_states.shape
+        queries = hidden_states if keep is None else hidden_states[:, keep]
         if self.is_cross_attention:
-            query = self._heads(self.query(hidden_states), 1)[0]
+            query = self._heads(self.query(queries), 1)[0]
             cross_cache = cache.cross_attention_cache if cache is not None else None
-            if cache is not None and cache.is_updated.get(self.layer_idx, False):
+            if key_value is not None:
+                key, value = key_value
+            elif cache is not None and cache.is_updated.get(self.layer_idx, False):
                 stored = cross_cache.layers[self.layer_idx]
                 filled = stored.get_seq_length()
                 key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
             else:
-                key, value = self._heads(self.key_value(image_embeds), 2)
+                key, value = self.image_key_value(image_embeds)
                 if cache is not None:
                     key, value = cross_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
         else:
-            query, key, value = self._heads(self.qkv(hidden_states), 3)
+            if keep is None:
+                query, key, value = self._heads(self.qkv(hidden_states), 3)
+            elif type(self.qkv) is nn.Linear:  # queries of the kept positions only (not under a LoRA wrapper)
+                weight, bias = self.qkv.weight, self.qkv.bias
+                query = self._heads(F.linear(queries, weight[:width], bias[:width]), 1)[0]
+                key, value = self._heads(F.linear(hidden_states, weight[width:], bias[width:]), 2)
+            else:
+                query, key, value = self._heads(self.qkv(hidden_states), 3)
+                query = query[:, :, keep]
             if cache is not None:
                 key, value = cache.update(key, value, self.layer_idx)
+        length = query.shape[-2]
         if attention_probs is not None or (length == 1 and not self.training):
             # the weights were asked for (`output_attentions`), or one decoding step, where two small matmuls
             # beat SDPA's kernel dispatch on CPU: the explicit softmax gives the same result
@@ -385,9 +414,11 @@ class MVaEMaTextAttentionBlock(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None):
-        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs)
-        return self.LayerNorm(hidden_states + self.dropout(attended))
+    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None,
+                key_value=None, keep=None):
+        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs, key_value, keep)
+        residual = hidden_states if keep is None else hidden_states[:, keep]
+        return self.LayerNorm(residual + self.dropout(attended))
 
 
 class MVaEMaTextFeedForward(nn.Module):
@@ -431,15 +462,23 @@ class MVaEMaTextLayer(GradientCheckpointingLayer):
         causal: bool = False,
         past_key_values: EncoderDecoderCache | None = None,
         recording: MVaEMaRecording | None = None,
+        image_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
+        """`image_key_value`: this layer's precomputed cross-attention keys/values (see `MVaEMaTextModel.image_key_values`).
+        `keep`: return only these positions (their queries alone go through the block; all positions give keys)."""
         self_attention = self.causal_self_attention if causal else self.self_attention
         attentions = recording.attentions if recording is not None else None
         cross_attentions = recording.cross_attentions if recording is not None else None
         if self_attention is not None:
             self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
-            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions)
-        if self.cross_attention is not None and image_embeds is not None:
-            hidden_states = self.cross_attention(hidden_states, image_embeds, None, False, past_key_values, cross_attentions)
+            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions, None, keep)
+        elif keep is not None:
+            hidden_states = hidden_states[:, keep]
+        if self.cross_attention is not None and (image_embeds is not None or image_key_value is not None):
+            hidden_states = self.cross_attention(
+                hidden_states, image_embeds, None, False, past_key_values, cross_attentions, image_key_value
+            )
         return self.feed_forward(hidden_states)
 
 
@@ -459,9 +498,19 @@ class MVaEMaTextModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         past_key_values: EncoderDecoderCache | None = None,
         recording: MVaEMaRecording | None = None,
+        image_key_values: list | None = None,
+        keep: slice | None = None,
     ) -> torch.Tensor:
         """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`).
-        A `recording` collects the embeddings and every block's output and attention weights."""
+        A `recording` collects the embeddings and every block's output and attention weights.
+
+        `image_key_values` (from `image_key_values(image_embeds)`, optionally indexed by row) replaces `image_embeds`
+        in the cross-attention: the image's keys and values are then projected once for several passes.
+        `keep` (a slice over the new positions) returns only those positions: the last block computes the queries,
+        cross-attention and feed-forward of those positions alone (every position still gives keys and values, so
+        the kept outputs, and the cache, are the same as those of the full pass)."""
+        if keep is not None and recording is not None:
+            keep = None  # every position of every block is recorded
         length = input_ids.shape[1]
         if attention_mask is not None:
             past_length = attention_mask.shape[1] - length
@@ -484,21 +533,115 @@ class MVaEMaTextModel(nn.Module):
         else:
             mask, is_causal = _padding_mask(attention_mask), False
         hidden_states = self.embeddings(input_ids, position_ids)
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
             if recording is not None:
                 recording.add_hidden_states(hidden_states)
+            layer_keep, layer_mask, layer_is_causal = None, mask, is_causal
+            if keep is not None and index == last:
+                layer_keep = keep
+                layer_mask, layer_is_causal = _kept_query_mask(mask, is_causal, keep, length, past_length, input_ids.device)
             hidden_states = layer(
                 hidden_states,
                 image_embeds,
-                attention_mask=mask,
-                is_causal=is_causal,
+                attention_mask=layer_mask,
+                is_causal=layer_is_causal,
                 causal=causal,
                 past_key_values=past_key_values,
                 recording=recording,
+                image_key_value=image_key_values[index] if image_key_values is not None else None,
+                keep=layer_keep,
             )
+        if keep is not None and not self.layers:
+            hidden_states = hidden_states[:, keep]
         if recording is not None:
             recording.add_hidden_states(hidden_states)
         return hidden_states
+
+    @torch.no_grad()
+    def decode_step(self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: EncoderDecoderCache, bias) -> torch.Tensor:
+        """One greedy-decoding step: the next token of every row `(B,)` at `position_ids` `(B,)` -> its final hidden
+        state `(B, 1, hidden)`, the self-attention cache updated.
+
+        The same operations, in the same order and on the same tensors, as `forward` with a cache and one new token
+        (eval mode), so the result is bit-for-bit the same; what it leaves out is the per-call work around them
+        (module calls, mask building and checks, the cross-attention cache lookup, output objects). `bias`
+        (`(B, 1, 1, keys)`: 0, or -inf at padding; or None) replaces the padding mask: adding 0 or -inf to a score
+        gives what `masked_fill` gives. Needs eval mode, a filled cache and plain `nn.Linear` projections.
+        """
+        embeddings = self.embeddings
+        ids, positions = token_ids[:, None], position_ids[:, None]
+        hidden = embeddings.word_embeddings(ids) + embeddings.position_embeddings(positions)
+        hidden = embeddings.LayerNorm(hidden)
+        batch, width = hidden.shape[0], hidden.shape[-1]
+        for index, layer in enumerate(self.layers):
+            block = layer.causal_self_attention
+            if block is not None:
+                attention = block.attention
+                qkv = attention._heads(F.linear(hidden, attention.qkv.weight, attention.qkv.bias), 3)
+                key, value = cache.self_attention_cache.update(qkv[1], qkv[2], index)
+                scores = _single_query_scores(qkv[0] * attention.head_dim**-0.5, key)
+                if bias is not None:
+                    scores += bias[..., : key.shape[-2]]
+                context = _single_query_context(scores.softmax(dim=-1), value)
+                attended = F.linear(context.transpose(1, 2).reshape(batch, 1, width), attention.out_proj.weight, attention.out_proj.bias)
+                hidden = block.LayerNorm(hidden + attended)
+            block = layer.cross_attention
+            if block is not None:
+                attention = block.attention
+                stored = cache.cross_attention_cache.layers[index]
+                filled = stored.get_seq_length()
+                key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
+                query = attention._heads(F.linear(hidden, attention.query.weight, attention.query.bias), 1)[0]
+                scores = _single_query_scores(query * attention.head_dim**-0.5, key)
+                context = _single_query_context(scores.softmax(dim=-1), value)
+                attended = F.linear(context.transpose(1, 2).reshape(batch, 1, width), attention.out_proj.weight, attention.out_proj.bias)
+                hidden = block.LayerNorm(hidden + attended)
+            feed_forward = layer.feed_forward
+            transformed = F.linear(hidden, feed_forward.intermediate.weight, feed_forward.intermediate.bias)
+            transformed = F.linear(feed_forward.activation(transformed), feed_forward.output.weight, feed_forward.output.bias)
+            hidden = feed_forward.LayerNorm(hidden + transformed)
+        return hidden
+
+    def image_key_values(self, image_embeds: torch.Tensor) -> list:
+        """Every block's cross-attention keys and values of `image_embeds` (None for blocks without cross-attention):
+        computed once, they serve several passes over the same images (index the rows for other pairings)."""
+        return [
+            layer.cross_attention.attention.image_key_value(image_embeds) if layer.cross_attention is not None else None
+            for layer in self.layers
+        ]
+
+
+def _single_query_scores(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """`query @ key.transpose(-1, -2)` for `(B, H, 1, D)` x `(B, H, S, D)`: the same `bmm` that `matmul` ends in,
+    called directly (one decoding step calls it 8 times: matmul's broadcasting and reshapes cost more than it)."""
+    batch, heads, _, dim = query.shape
+    scores = torch.bmm(query.reshape(batch * heads, 1, dim), key.reshape(batch * heads, -1, dim).transpose(1, 2))
+    return scores.view(batch, heads, 1, -1)
+
+
+def _single_query_context(probs: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`probs @ value` for `(B, H, 1, S)` x `(B, H, S, D)`, as one direct `bmm` (see `_single_query_scores`)."""
+    batch, heads, _, length = probs.shape
+    context = torch.bmm(probs.reshape(batch * heads, 1, length), value.reshape(batch * heads, length, -1))
+    return context.view(batch, heads, 1, -1)
+
+
+def _select_key_values(image_key_values: list, rows: torch.Tensor) -> list:
+    """The cross-attention keys/values of the images `rows` (a 1-D index), for every block."""
+    return [None if pair is None else (pair[0].index_select(0, rows), pair[1].index_select(0, rows)) for pair in image_key_values]
+
+
+def _kept_query_mask(mask, is_causal: bool, keep: slice, length: int, past_length: int, device) -> tuple[torch.Tensor | None, bool]:
+    """The attention mask of the kept queries: the rows `keep` of the full mask (SDPA's `is_causal` aligns the
+    diagonal top-left, so a causal pass over fewer queries than keys gets an explicit mask)."""
+    if mask is None and is_causal:
+        query_positions = torch.arange(past_length, past_length + length, device=device)[keep]
+        key_positions = torch.arange(past_length + length, device=device)
+        return key_positions[None, :] <= query_positions[:, None], False
+    if mask is not None and mask.shape[-2] == length and length > 1:
+        return mask[..., keep, :], is_causal
+    return mask, is_causal
 
 
 class MVaEMaLMTransform(nn.Module):
@@ -605,7 +748,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised ITC text embeddings (B, projection_dim) of `[CLS] text [SEP]` sequences."""
         self._require_itc("get_text_features")
-        text_hidden = self.text_model(input_ids, attention_mask)
+        text_hidden = self.text_model(input_ids, attention_mask, keep=slice(0, 1))  # only [CLS] is read
         return F.normalize(self.text_projection(text_hidden[:, 0]), dim=-1)
 
     def image_text_matching(self, input_ids, attention_mask=None, pixel_values=None, image_embeds=None) -> torch.Tensor:
@@ -616,7 +759,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             image_embeds = self.vision_model(pixel_values)
         input_ids = input_ids.clone()
         input_ids[:, 0] = self.config.text_config.enc_token_id
-        grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds)
+        grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds, keep=slice(0, 1))
         return torch.sigmoid(self.itm_head(grounded[:, 0]).squeeze(-1))
 
     def _require_itc(self, name: str) -> None:
@@ -682,6 +825,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         losses: dict[str, torch.Tensor] = {}
         logits = None
         decoder_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions, cross_attentions=True)
+        matching = itc_input_ids is not None and config.use_itm
+        image_key_values = None
+        if matching and config.use_cross_attention and not use_cache:
+            # the image's cross-attention keys/values, projected once for the ITM pairs and the decoder
+            image_key_values = self.text_model.image_key_values(image_embeds)
         if input_ids is None:
             cache = None
         else:
@@ -689,6 +837,14 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 cache = new_mvaema_cache()
             elif cache is not None and not isinstance(cache, EncoderDecoderCache):
                 cache = EncoderDecoderCache(cache, DynamicCache())
+            if labels is not None:
+                # the last block runs only from the first position that predicts a label (the question before it
+                # still gives keys and values)
+                supervised = labels[:, 1:] != -100
+                first = int(supervised.any(dim=0).int().argmax()) if bool(supervised.any()) else 0
+                keep = slice(first, None)
+            else:
+                first, keep = 0, slice(-logits_to_keep, None) if logits_to_keep else None
             decoder_states = self.text_model(
                 input_ids,
                 attention_mask,
@@ -697,9 +853,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 position_ids=position_ids,
                 past_key_values=cache,
                 recording=decoder_recording,
+                image_key_values=image_key_values,
+                keep=keep,
             )
             if labels is not None:
-                losses["lm"] = self._answer_loss(decoder_states, labels)
+                if decoder_recording is not None:  # the recorded pass returns every position
+                    decoder_states = decoder_states[:, first:]
+                losses["lm"] = self._answer_loss(decoder_states, labels[:, first:])
             else:
                 kept = decoder_states[:, -logits_to_keep:] if logits_to_keep else decoder_states
                 logits = self.lm_head(self.lm_transform(kept))
@@ -717,7 +877,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 losses["itc"] = itc.loss
                 logits_per_image = itc.logits_per_image[itc.offset : itc.offset + batch_size]
             if config.use_itm:
-                itm_logits, itm_labels = self._matching_logits(image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc)
+                itm_logits, itm_labels = self._matching_logits(
+                    image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc, image_key_values
+                )
                 losses["itm"] = itm_loss(itm_logits, itm_labels)
 
         weights = {"itc": config.itc_loss_weight, "itm": config.itm_loss_weight, "lm": config.lm_loss_weight}
@@ -744,7 +906,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
     def _answer_loss(self, decoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy, with the LM head run only where a label exists (the answer and [EOS])."""
+        """Next-token cross-entropy, with the LM head run only where a label exists (the answer and [EOS]).
+        `decoder_states` and `labels` cover the same positions (the decoder's output from some position on)."""
         next_labels = labels[:, 1:]
         supervised = next_labels != -100
         if not bool(supervised.any()):
@@ -753,8 +916,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(self.lm_transform(states))
         return lm_loss(logits, next_labels[supervised], self.config.label_smoothing)
 
-    def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc):
-        """ITM on every positive pair plus one sampled negative text per image and one negative image per text."""
+    def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc, image_key_values=None):
+        """ITM on every positive pair plus one sampled negative text per image and one negative image per text.
+        `image_key_values` (optional): the images' cross-attention keys/values, indexed for the pairs instead of
+        projecting the repeated image tokens again."""
         batch_size = image_embeds.shape[0]
         device = image_embeds.device
         if itc is not None:
@@ -775,8 +940,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         mask = itc_attention_mask if itc_attention_mask is not None else torch.ones_like(enc_ids)
         texts = torch.cat([enc_ids, enc_ids[negative_texts[has_text]], enc_ids[has_image]])
         masks = torch.cat([mask, mask[negative_texts[has_text]], mask[has_image]])
-        images = torch.cat([image_embeds, image_embeds[has_text], image_embeds[negative_images[has_image]]])
-        grounded = self.text_model(texts, masks, image_embeds=images)
+        rows = torch.arange(batch_size, device=device)
+        image_rows = torch.cat([rows, rows[has_text], negative_images[has_image]])
+        if image_key_values is not None:
+            pair_key_values = _select_key_values(image_key_values, image_rows)
+            grounded = self.text_model(texts, masks, image_key_values=pair_key_values, keep=slice(0, 1))
+        else:
+            grounded = self.text_model(texts, masks, image_embeds=image_embeds[image_rows], keep=slice(0, 1))
         itm_logits = self.itm_head(grounded[:, 0]).squeeze(-1)
         itm_labels = torch.cat([torch.ones(batch_size, device=device), torch.zeros(texts.shape[0] - batch_size, device=device)])
         return itm_logits, itm_labels
@@ -790,6 +960,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
+        fast_greedy: bool = True,
         **generate_kwargs,
     ) -> torch.LongTensor:
         """Answer the prompts `[DEC] (caption) question [SEP]` (left-padded) about the images.
@@ -797,6 +968,12 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         Encodes the images once, then runs `GenerationMixin.generate` over the decoder with a self- and
         cross-attention KV cache: greedy, beam search (`num_beams`) and sampling (`do_sample`) all work.
         Without `input_ids` the decoder starts from [DEC] alone (captioning). Returns prompt + generated ids.
+
+        Plain greedy decoding (only `max_new_tokens`, `min_new_tokens`, `do_sample=False`, `num_beams=1`,
+        `use_cache` given, and a generation config without other settings) takes a shorter loop of its own
+        (`fast_greedy=False` turns it off): the same prefill, then `MVaEMaTextModel.decode_step` per token, with
+        GenerationMixin's stopping rules ([EOS], then padding; `min_new_tokens` holds [EOS] back). It returns the
+        same ids as the GenerationMixin loop (bit-identical logits; tested).
         """
         if image_embeds is None:
             if pixel_values is None:
@@ -811,11 +988,81 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         generation_config = generate_kwargs.get("generation_config", self.generation_config)
         use_cache = generate_kwargs.get("use_cache", generation_config.use_cache)
+        max_new_tokens = generate_kwargs.get("max_new_tokens", generation_config.max_new_tokens)
+        capacity = input_ids.shape[1] + max_new_tokens if isinstance(max_new_tokens, int) else None
+        if fast_greedy and self._plain_greedy(generate_kwargs) and use_cache is not False:
+            return self._greedy_decode(image_embeds, input_ids, attention_mask, generate_kwargs, capacity)
         if use_cache is not False and generate_kwargs.get(CACHE_NAME) is None:
-            generate_kwargs[CACHE_NAME] = new_mvaema_cache()
+            generate_kwargs[CACHE_NAME] = new_mvaema_cache(capacity)
         return super().generate(
             input_ids=input_ids, attention_mask=attention_mask, image_embeds=image_embeds, **generate_kwargs
         )
+
+    # generate() arguments and generation-config fields the short greedy loop implements (anything else: GenerationMixin)
+    _GREEDY_ARGUMENTS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache"})
+    _GREEDY_CONFIG_FIELDS = frozenset({
+        "max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache", "pad_token_id", "bos_token_id",
+        "eos_token_id", "decoder_start_token_id", "output_attentions", "output_hidden_states", "return_dict_in_generate",
+        "_from_model_config", "transformers_version",
+    })
+
+    def _plain_greedy(self, generate_kwargs: dict) -> bool:
+        """Whether this call is plain greedy decoding that `_greedy_decode` reproduces exactly."""
+        if self.training or not set(generate_kwargs) <= self._GREEDY_ARGUMENTS:
+            return False
+        if generate_kwargs.get("do_sample", False) or generate_kwargs.get("num_beams", 1) != 1:
+            return False
+        config = self.generation_config
+        changed = config.to_diff_dict()
+        if not set(changed) <= self._GREEDY_CONFIG_FIELDS or config.do_sample or (config.num_beams or 1) != 1:
+            return False
+        if config.output_attentions or config.output_hidden_states or config.return_dict_in_generate:
+            return False
+        if not isinstance(generate_kwargs.get("max_new_tokens", config.max_new_tokens), int):
+            return False
+        if config.pad_token_id is None and config.eos_token_id is not None:
+            return False
+        linears = [module for layer in self.text_model.layers for module in layer.modules() if isinstance(module, nn.Linear)]
+        return all(type(module) is nn.Linear for module in [*linears, self.lm_head, self.lm_transform.dense])
+
+    def _greedy_decode(self, image_embeds, input_ids, attention_mask, generate_kwargs: dict, capacity: int) -> torch.LongTensor:
+        """Greedy decoding as GenerationMixin does it (its prefill call, its stopping rules), one `decode_step` per token."""
+        config = self.generation_config
+        max_new_tokens = generate_kwargs.get("max_new_tokens", config.max_new_tokens)
+        min_new_tokens = generate_kwargs.get("min_new_tokens", config.min_new_tokens) or 0
+        eos = config.eos_token_id
+        eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
+        batch_size, prompt_length = input_ids.shape
+        sequences = input_ids.new_empty((batch_size, prompt_length + max_new_tokens))
+        sequences[:, :prompt_length] = input_ids
+        if max_new_tokens <= 0:
+            return sequences[:, :prompt_length]
+        cache = new_mvaema_cache(capacity)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        outputs = self(image_embeds=image_embeds, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       **{CACHE_NAME: cache}, use_cache=True, logits_to_keep=1, return_dict=True)
+        logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        bias = None
+        if not bool(attention_mask.all()):  # left padding of the prompts: -inf on those keys, 0 elsewhere
+            bias = torch.zeros(batch_size, 1, 1, capacity, dtype=logits.dtype, device=logits.device)
+            bias[:, 0, 0, :prompt_length].masked_fill_(attention_mask == 0, float("-inf"))
+        next_positions = position_ids[:, -1] + 1
+        unfinished = torch.ones(batch_size, dtype=torch.bool, device=input_ids.device)
+        length = prompt_length
+        for step in range(max_new_tokens):
+            if eos is not None and step < min_new_tokens:
+                logits[:, eos] = float("-inf")
+            next_tokens = logits.argmax(dim=-1)
+            if eos is not None:
+                next_tokens = torch.where(unfinished, next_tokens, config.pad_token_id)
+                unfinished &= ~torch.isin(next_tokens, eos)
+            sequences[:, length] = next_tokens
+            length += 1
+            if step == max_new_tokens - 1 or (eos is not None and not bool(unfinished.any())):
+                break
+            hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias)
+            logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].to(copy=True, dtype=torch.float32)
+        return sequences[:, :length]
 
     # -- zero-shot classification ------------------------------------------------------------------
 
@@ -866,7 +1113,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             answer_mask[index, : len(ids)] = 1
 
         cache = new_mvaema_cache()
-        prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache)
+        prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache, keep=slice(-1, None))
         first_logprobs = F.log_softmax(self.lm_head(self.lm_transform(prompt_states[:, -1])).float(), dim=-1)  # (B, V)
         cache.batch_repeat_interleave(num_candidates)
 

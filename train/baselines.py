@@ -9,6 +9,10 @@ about the architecture, not the budget:
   only (that is what BLIP's VQA head has); ``BlipBaselineProcessor`` lays the same rows out the way
   BLIP expects and decodes its ``generate`` output, so the script's collate, training loop and
   evaluation run unchanged.
+- ``build_blip_pretraining_baseline``: the same-size baseline for MVaEMa's full objective (ITC + ITM with hard
+  negatives + LM), a BLIP pretraining step built from transformers' BLIP modules (``BlipVisionModel``,
+  ``BlipTextModel`` for ITC and ITM, ``BlipTextLMHeadModel`` for LM) and computed as LAVIS's
+  ``blip_pretrain.py`` computes it; used by the training benchmark (tests/benchmarks/run_all.py).
 - ``--baseline vit`` in ``train/classify.py``: transformers' ``ViTForImageClassification`` at HNF's
   width, MLP width and depth (HNF's first patch size; one ViT layer per HNF scale).
 
@@ -20,12 +24,15 @@ micrograph image processor loads as in every emvision folder.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import ModelOutput
 
 from emvision.train.data.collators import VQACollator
 
@@ -68,6 +75,125 @@ def build_blip_baseline(mvaema_config, tokenizer) -> BlipForQuestionAnswering:
     for role in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(text, role, getattr(tokenizer, role))
     return BlipForQuestionAnswering(blip_config_like(mvaema_config, vocab_size=len(tokenizer)))
+
+
+@dataclass
+class BlipPretrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    loss_itc: torch.Tensor | None = None
+    loss_itm: torch.Tensor | None = None
+    loss_lm: torch.Tensor | None = None
+
+
+class BlipPretrainingBaseline(nn.Module):
+    """A BLIP pretraining step (ITC + ITM with hard negatives + LM) from transformers' BLIP modules, for timing.
+
+    Computed the way LAVIS's ``BlipPretrain.forward`` (``lavis/models/blip_models/blip_pretrain.py``) computes it:
+
+    - ITC: ``[CLS]`` features of the unimodal text encoder (``BlipTextModel`` without image) and of the image
+      encoder, projected and L2-normalised; symmetric cross-entropy of the similarities / a learnable temperature
+      (clamped to [0.001, 0.5]).
+    - ITM: the same ``BlipTextModel`` with cross-attention to the image, text starting with ``[ENC]``; positives,
+      then one negative image per text and one negative text per image drawn from ``softmax(sim) + 1e-4`` with
+      the diagonal zeroed; a 2-way head and cross-entropy over the ``3 B`` pairs.
+    - LM: ``BlipTextLMHeadModel`` over the decoder sequence with cross-attention to the image; transformers'
+      loss (LM head on every position, shifted, label smoothing 0.1 as in LAVIS). As in LAVIS
+      (``tie_enc_dec_weights``) the decoder shares the encoder's embeddings, cross-attention and feed-forward
+      layers; only its (causal) self-attention is its own.
+
+    Left out, because MVaEMa does not compute them either (same objectives, same batches): LAVIS's momentum
+    encoders, feature queues and momentum distillation (they would add a no-grad forward of both encoders).
+    It reads MVaEMa's batch as is: ``input_ids`` / ``attention_mask`` / ``labels`` are the decoder sequence
+    ``[DEC] question [SEP] answer [EOS]`` with labels on the answer, ``itc_input_ids`` / ``itc_attention_mask``
+    the ``[CLS] answer [SEP]`` text of ITC and ITM.
+    """
+
+    def __init__(self, config: BlipConfig, enc_token_id: int):
+        from transformers.models.blip.modeling_blip import BlipVisionModel
+        from transformers.models.blip.modeling_blip_text import BlipTextLMHeadModel, BlipTextModel
+
+        super().__init__()
+        text_config = config.text_config
+        self.enc_token_id = enc_token_id
+        self.vision_model = BlipVisionModel(config.vision_config)
+        self.text_encoder = BlipTextModel(text_config, add_pooling_layer=False)
+        self.text_decoder = BlipTextLMHeadModel(text_config)
+        self.vision_proj = nn.Linear(config.vision_config.hidden_size, config.projection_dim)
+        self.text_proj = nn.Linear(text_config.hidden_size, config.projection_dim)
+        self.itm_head = nn.Linear(text_config.hidden_size, 2)
+        self.temp = nn.Parameter(torch.tensor(0.07))
+        # LAVIS: tie_encoder_decoder_weights(text_encoder, text_decoder.bert, "", "/attention")
+        decoder = self.text_decoder.bert
+        decoder.embeddings = self.text_encoder.embeddings
+        for encoder_layer, decoder_layer in zip(self.text_encoder.encoder.layer, decoder.encoder.layer, strict=True):
+            decoder_layer.crossattention = encoder_layer.crossattention
+            decoder_layer.intermediate = encoder_layer.intermediate
+            decoder_layer.output = encoder_layer.output
+        self.text_decoder.cls.predictions.decoder.weight = decoder.embeddings.word_embeddings.weight
+
+    def forward(self, pixel_values, input_ids, attention_mask, labels, itc_input_ids, itc_attention_mask=None, **kwargs):
+        image_embeds = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        image_feat = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+        if itc_attention_mask is None:
+            itc_attention_mask = torch.ones_like(itc_input_ids)
+
+        # ITC
+        text_embeds = self.text_encoder(input_ids=itc_input_ids, attention_mask=itc_attention_mask).last_hidden_state
+        text_feat = F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+        sim_i2t = image_feat @ text_feat.t() / self.temp
+        sim_t2i = sim_i2t.t()
+        targets = torch.eye(sim_i2t.shape[0], device=sim_i2t.device)
+        loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(dim=1).mean()
+        loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets).sum(dim=1).mean()
+        loss_itc = (loss_i2t + loss_t2i) / 2
+
+        # ITM with hard negatives
+        encoder_input_ids = itc_input_ids.clone()
+        encoder_input_ids[:, 0] = self.enc_token_id
+        batch_size = itc_input_ids.shape[0]
+        output_pos = self.text_encoder(
+            input_ids=encoder_input_ids, attention_mask=itc_attention_mask,
+            encoder_hidden_states=image_embeds, encoder_attention_mask=image_atts,
+        ).last_hidden_state
+        with torch.no_grad():
+            weights_t2i = F.softmax(sim_t2i, dim=1) + 1e-4
+            weights_t2i.fill_diagonal_(0)
+            weights_i2t = F.softmax(sim_i2t, dim=1) + 1e-4
+            weights_i2t.fill_diagonal_(0)
+            negative_images = torch.multinomial(weights_t2i, 1).squeeze(1)  # an image for each text
+            negative_texts = torch.multinomial(weights_i2t, 1).squeeze(1)  # a text for each image
+        image_embeds_neg = image_embeds[negative_images]
+        text_ids_all = torch.cat([encoder_input_ids, encoder_input_ids[negative_texts]], dim=0)
+        text_atts_all = torch.cat([itc_attention_mask, itc_attention_mask[negative_texts]], dim=0)
+        image_embeds_all = torch.cat([image_embeds_neg, image_embeds], dim=0)
+        output_neg = self.text_encoder(
+            input_ids=text_ids_all, attention_mask=text_atts_all,
+            encoder_hidden_states=image_embeds_all, encoder_attention_mask=torch.cat([image_atts, image_atts], dim=0),
+        ).last_hidden_state
+        vl_embeddings = torch.cat([output_pos[:, 0], output_neg[:, 0]], dim=0)
+        itm_logits = self.itm_head(vl_embeddings)
+        itm_labels = torch.cat([torch.ones(batch_size, dtype=torch.long), torch.zeros(2 * batch_size, dtype=torch.long)]).to(itm_logits.device)
+        loss_itm = F.cross_entropy(itm_logits, itm_labels)
+
+        # LM
+        loss_lm = self.text_decoder(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_atts, labels=labels, reduction="mean",
+        ).loss
+        return BlipPretrainingOutput(loss=loss_itc + loss_itm + loss_lm, loss_itc=loss_itc, loss_itm=loss_itm, loss_lm=loss_lm)
+
+
+def build_blip_pretraining_baseline(mvaema_config, tokenizer) -> BlipPretrainingBaseline:
+    """A BLIP pretraining step (ITC + ITM + LM, LAVIS's computation) at MVaEMa's sizes, reading MVaEMa's batches."""
+    text = mvaema_config.text_config
+    for role in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(text, role, getattr(tokenizer, role))
+    config = blip_config_like(mvaema_config, vocab_size=len(tokenizer))
+    config.text_config.label_smoothing = 0.1  # LAVIS's BertLMHeadModel
+    return BlipPretrainingBaseline(config, enc_token_id=text.enc_token_id)
 
 
 def vit_config_like(hnf_config, intermediate_size: int | None = None) -> ViTConfig:

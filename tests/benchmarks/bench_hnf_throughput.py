@@ -44,6 +44,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--ablations", action="store_true", help="also time HNF's ablation switches")
     parser.add_argument("--ode_method", default=None, help="solver of the HNF row (default: the config's, rk4)")
+    parser.add_argument("--solvers", default="", help="also time HNF with each of these solvers (e.g. rk4,midpoint,euler)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -58,6 +59,8 @@ def main(argv=None):
     hnf_name = f"HNF (ode_method={args.ode_method})" if args.ode_method else "HNF (default config)"
     models = {hnf_name: HNFForImageClassification(config)}
     models["ViT (same width, depth)"] = build_vit_baseline(config, args.vit_intermediate_size)
+    for solver in [name for name in args.solvers.split(",") if name and name != config.ode_method]:
+        models[f"HNF (ode_method={solver})"] = HNFForImageClassification(HNFConfig(ode_method=solver))
     if args.ablations:
         models.update({name: HNFForImageClassification(HNFConfig(**changes)) for name, changes in ABLATIONS.items()})
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-3) for name, model in models.items()}
@@ -110,6 +113,9 @@ def main(argv=None):
             f"{args.batch_size / train:12.1f} {args.batch_size / infer:12.1f}"
         )
     hnf, vit = medians[hnf_name], medians["ViT (same width, depth)"]
+    for name in models:
+        if name.startswith("HNF (ode_method=") and name != hnf_name:
+            print(f"{name}/ViT cost per image: train {medians[name][0] / vit[0]:.2f}x wall, {medians[name][1] / vit[1]:.2f}x CPU")
     print(
         f"HNF/ViT cost per image: train {hnf[0] / vit[0]:.2f}x wall, {hnf[1] / vit[1]:.2f}x CPU; "
         f"inference {hnf[2] / vit[2]:.2f}x wall (target for a later issue: train <= 3x)"

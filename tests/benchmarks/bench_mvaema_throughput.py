@@ -8,7 +8,8 @@ answer decoder each get MVaEMa's text depth), vocabulary = the default MVaEMa to
 Training: forward + backward + Adam step, images/s (ITC/ITM text: the processor's default opening of the
 answer); models alternate step by step so background load
 hits both alike; medians over the timed steps. MVaEMa is timed with all three losses (ITC + ITM + LM)
-and with the LM loss only (BLIP's VQA head trains the LM loss only). Generation: greedy answers of
+and with the LM loss only (BLIP's VQA head trains the LM loss only), beside a same-size BLIP pretraining step
+(ITC + ITM + LM, train/baselines.py: build_blip_pretraining_baseline). Generation: greedy answers of
 exactly `--new_tokens` tokens with the KV cache, answers/s.
 
     python tests/benchmarks/bench_mvaema_throughput.py                  # batch 48, 5 timed steps
@@ -29,7 +30,7 @@ from emvision.vocabulary import PROMPT_FAMILIES
 from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
 from emvision.processing import build_default_tokenizer
 from emvision.processing.processing_mvaema import DEFAULT_ITC_MAX_LENGTH
-from emvision.train.baselines import blip_config_like, count_parameters
+from emvision.train.baselines import blip_config_like, build_blip_pretraining_baseline, count_parameters
 
 
 def parse_args(argv=None):
@@ -108,9 +109,10 @@ def main(argv=None):
         "MVaEMa (ITC+ITM+LM)": MVaEMaForQuestionAnswering(config),
         "MVaEMa (LM only)": MVaEMaForQuestionAnswering(MVaEMaConfig(use_itc=False, use_itm=False)),
         "BLIP VQA (LM)": BlipForQuestionAnswering(blip_config_like(config)),
+        "BLIP pretraining (all)": build_blip_pretraining_baseline(config, tokenizer),
     }
     mvaema_batch, mvaema_prompt, blip_batch, blip_prompt = make_batches(tokenizer, args, config.text_config.vocab_size)
-    batches = {name: to_device(blip_batch if name.startswith("BLIP") else mvaema_batch, device) for name in models}
+    batches = {name: to_device(blip_batch if name.startswith("BLIP VQA") else mvaema_batch, device) for name in models}
     optimizers = {}
     for name, model in models.items():
         model.to(device).train()
@@ -121,12 +123,13 @@ def main(argv=None):
             torch.cuda.synchronize()
 
     times = {name: [] for name in models}
+    cpu_times = {name: [] for name in models}
     total = (args.warmup + args.steps) * len(models)
     with tqdm(total=total, desc="train steps") as progress:
         for step in range(args.warmup + args.steps):
             for name, model in models.items():
                 sync()
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 loss = model(**batches[name]).loss
                 optimizers[name].zero_grad(set_to_none=True)
                 loss.backward()
@@ -134,6 +137,7 @@ def main(argv=None):
                 sync()
                 if step >= args.warmup:
                     times[name].append(time.perf_counter() - start)
+                    cpu_times[name].append(time.process_time() - cpu_start)
                 progress.update()
 
     generate_inputs = {"MVaEMa": to_device(mvaema_prompt, device), "BLIP": to_device(blip_prompt, device)}
@@ -155,20 +159,21 @@ def main(argv=None):
 
     batch_size = args.batch_size
     print(f"\nbatch {batch_size}, answer {args.answer_tokens} tokens, threads {torch.get_num_threads()}, device {device}")
-    print(f"{'model':<22} {'parameters':>11} {'train img/s':>12} {'ms/step':>9}")
+    print(f"{'model':<22} {'parameters':>11} {'train img/s':>12} {'ms/step':>9} {'CPU ms/step':>12}")
     rates = {}
     for name, model in models.items():
         median = statistics.median(times[name])
         rates[name] = batch_size / median
-        print(f"{name:<22} {count_parameters(model):>11,} {rates[name]:>12.1f} {1000 * median:>9.1f}")
+        cpu = 1000 * statistics.median(cpu_times[name])
+        print(f"{name:<22} {count_parameters(model):>11,} {rates[name]:>12.1f} {1000 * median:>9.1f} {cpu:>12.1f}")
     answers = {name: batch_size / statistics.median(values) for name, values in generate_times.items()}
     print(f"\n{'generate (greedy, KV cache)':<28} {'answers/s':>10} {'ms/answer':>10}")
     for name, rate in answers.items():
         print(f"{name:<28} {rate:>10.1f} {1000 / rate:>10.2f}")
     blip = rates["BLIP VQA (LM)"]
     print(
-        f"\nratios vs BLIP: train {rates['MVaEMa (ITC+ITM+LM)'] / blip:.2f}x (all losses), "
-        f"{rates['MVaEMa (LM only)'] / blip:.2f}x (LM only); generate {answers['MVaEMa'] / answers['BLIP']:.2f}x"
+        f"\nratios: train {rates['MVaEMa (ITC+ITM+LM)'] / rates['BLIP pretraining (all)']:.2f}x vs BLIP pretraining (all losses), "
+        f"{rates['MVaEMa (LM only)'] / blip:.2f}x vs BLIP VQA (LM only); generate {answers['MVaEMa'] / answers['BLIP']:.2f}x"
     )
 
 

@@ -104,3 +104,41 @@ def test_baseline_flags():
         classify_args(["--baseline", "vit", "--paper_protocol"])
     with pytest.raises(SystemExit):
         classify_args(["--baseline", "blip"])
+
+
+def test_blip_pretraining_baseline_computes_itc_itm_and_lm_on_mvaema_batches():
+    """The timing baseline of MVaEMa's full objective: LAVIS's three losses from transformers' BLIP modules."""
+    from emvision.train.baselines import build_blip_pretraining_baseline
+
+    tokenizer = train_wordpiece_tokenizer(QUESTIONS + ANSWERS, vocab_size=300)
+    torch.manual_seed(0)
+    model = build_blip_pretraining_baseline(one_layer_mvaema_config(len(tokenizer)), tokenizer)
+    encoder, decoder = model.text_encoder, model.text_decoder.bert
+    assert decoder.embeddings is encoder.embeddings  # LAVIS ties everything but the decoder's self-attention
+    assert decoder.encoder.layer[0].crossattention is encoder.encoder.layer[0].crossattention
+    assert decoder.encoder.layer[0].attention is not encoder.encoder.layer[0].attention
+    assert model.text_decoder.cls.predictions.decoder.weight is encoder.embeddings.word_embeddings.weight
+
+    batch_size, generator = 4, torch.Generator().manual_seed(0)
+    input_ids = torch.randint(10, len(tokenizer), (batch_size, 12), generator=generator)
+    input_ids[:, 0] = tokenizer.bos_token_id
+    labels = input_ids.clone()
+    labels[:, :5] = -100
+    itc_input_ids = torch.randint(10, len(tokenizer), (batch_size, 8), generator=generator)
+    itc_input_ids[:, 0] = tokenizer.cls_token_id
+    batch = dict(pixel_values=torch.randn(batch_size, 3, 64, 64, generator=generator), input_ids=input_ids,
+                 attention_mask=torch.ones_like(input_ids), labels=labels, itc_input_ids=itc_input_ids,
+                 itc_attention_mask=torch.ones_like(itc_input_ids))
+    calls = []
+    model.itm_head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(3):
+        out = model(**batch)
+        assert torch.allclose(out.loss, out.loss_itc + out.loss_itm + out.loss_lm)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out.loss.item())
+    assert calls[0] == 3 * batch_size  # positives, a negative image per text, a negative text per image
+    assert losses[-1] < losses[0]

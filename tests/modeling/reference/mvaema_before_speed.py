@@ -1,0 +1,1088 @@
+# FROZEN COPY of the implementation before the speed work (issue 13), kept only as the numerical reference that
+# tests/modeling/test_speed_equivalence.py compares the current code against. Do not edit; do not import elsewhere.
+"""MVaEMa: a small BLIP-style vision-language assistant for electron micrographs.
+
+Four parts, as in BLIP: a ViT image encoder; a BERT-like text encoder; an image-grounded text encoder (the
+text blocks plus cross-attention to the image tokens in every block, summarised by [ENC]); and an
+image-grounded text decoder (causal self-attention, sharing the cross-attention and feed-forward layers
+with the grounded encoder, LM head tied to the embeddings). Training minimises ITC + ITM + LM inside
+`forward`; `generate` answers questions through `GenerationMixin` with a KV cache; `classify` ranks the
+candidate categories by the decoder's likelihood.
+
+Attention runs on `torch.nn.functional.scaled_dot_product_attention`; single-token decoding steps use two
+plain matmuls instead, which are faster on CPU at these sizes.
+
+Copied next to the weights as remote code: imports only torch, transformers and, relatively, the
+configuration and the losses (emvision's vocabulary is optional there: it only supplies defaults).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+from transformers.utils import generic as _generic
+
+# transformers 5.24 renamed the decoding state from `past_key_values` to `cache`: in outputs (a metaclass rewrites
+# the keyword) and in what `generate` passes to `forward`. The name this installation uses:
+CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_key_values"
+
+from emvision.modeling.configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
+from emvision.modeling.losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
+
+try:  # emvision's vocabulary: the default zero-shot candidates and the special-token helpers
+    from emvision.vocabulary import add_mvaema_special_tokens, category_display_name, special_token_ids
+except ImportError:  # loaded as Hub remote code without emvision: pass `candidates` to `classify`
+    add_mvaema_special_tokens = category_display_name = special_token_ids = None
+
+
+@dataclass
+class MVaEMaOutput(ModelOutput):
+    r"""
+    loss: weighted sum of the component losses that were computed (`None` when there were none).
+    loss_itc: image-text contrastive loss (needs `itc_input_ids`).
+    loss_itm: image-text matching loss (needs `itc_input_ids`).
+    loss_lm: next-token cross-entropy on the answer tokens (needs `labels`).
+    logits: decoder LM logits `(batch, length, vocab)`, or the last `logits_to_keep` positions. `None` when
+        `labels` are given: the LM head then runs on the answer positions only.
+    cache: the decoder's self- and cross-attention cache (with `use_cache`); `past_key_values` before transformers 5.24
+        (either name reads it).
+    image_embeds: image-encoder output `(batch, 1 + num_patches, vision_hidden)`, [CLS] first.
+    image_features, text_features: L2-normalised ITC embeddings `(batch, projection_dim)`.
+    logits_per_image: ITC similarities / temperature, local images against the (global) batch of texts.
+    itm_logits: matching logits for the positives followed by the sampled negatives.
+    itm_labels: 1 for positives, 0 for negatives, aligned with `itm_logits`.
+    hidden_states (`output_hidden_states=True`): the decoder's embeddings and each text block's output, one
+        `(batch, length, text_hidden)` tensor per entry.
+    attentions (`output_attentions=True`): the decoder's causal self-attention weights per block,
+        `(batch, heads, length, past + length)`.
+    cross_attentions (`output_attentions=True`): the decoder's attention over the image tokens per block,
+        `(batch, heads, length, 1 + num_patches)`; position 0 of the last axis is the image [CLS].
+    vision_hidden_states, vision_attentions: the same for the image encoder, `(batch, 1 + num_patches, vision_hidden)`
+        and `(batch, heads, 1 + num_patches, 1 + num_patches)`, when it ran in this call (not with `image_embeds`).
+    The ITC and ITM passes are not recorded.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_itc: torch.FloatTensor | None = None
+    loss_itm: torch.FloatTensor | None = None
+    loss_lm: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:  # transformers < 5.24
+        past_key_values: Cache | None = None
+    image_embeds: torch.FloatTensor | None = None
+    image_features: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+    itm_labels: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# KV cache
+
+
+class MVaEMaCacheLayer(DynamicLayer):
+    """A `DynamicLayer` that writes new keys/values into spare capacity (doubled when full) and returns views
+    of the filled part, instead of concatenating the whole history at every decoding step. MVaEMa's decoder
+    keeps its prompt (the question) in the cache, so the copies a concatenation makes would grow with it."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if key_states.requires_grad or value_states.requires_grad:  # in-place writes would break autograd
+            self.keys = torch.cat([self.keys[:, :, : self.length], key_states], dim=-2) if self.length else key_states
+            self.values = torch.cat([self.values[:, :, : self.length], value_states], dim=-2) if self.length else value_states
+        else:
+            if self.keys.ndim != 4 or end > self.keys.shape[-2]:
+                capacity = max(end, 2 * self.length, 32)
+                keys = key_states.new_zeros((*key_states.shape[:2], capacity, key_states.shape[-1]))
+                values = value_states.new_zeros((*value_states.shape[:2], capacity, value_states.shape[-1]))
+                if self.length:
+                    keys[:, :, : self.length] = self.keys[:, :, : self.length]
+                    values[:, :, : self.length] = self.values[:, :, : self.length]
+                self.keys, self.values = keys, values
+            self.keys[:, :, self.length : end] = key_states
+            self.values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if self.is_initialized:
+            self.length = max(self.length + tokens_to_remove, 0)
+
+    def reset(self) -> None:
+        super().reset()
+        self.length = 0
+
+
+class MVaEMaDynamicCache(DynamicCache):
+    """A `DynamicCache` whose layers are `MVaEMaCacheLayer`s (created as the model fills them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_class_to_replicate = MVaEMaCacheLayer
+
+
+def new_mvaema_cache() -> EncoderDecoderCache:
+    """An empty decoder cache: self-attention keys/values and the image's cross-attention keys/values."""
+    return EncoderDecoderCache(MVaEMaDynamicCache(), MVaEMaDynamicCache())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Attention (SDPA) and masks
+
+
+class MVaEMaAttention(nn.Module):
+    """Multi-head attention on torch's SDPA: self-attention (fused q/k/v) or cross-attention to image tokens."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, layer_idx: int = 0, kv_hidden_size: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.layer_idx = layer_idx
+        self.is_cross_attention = kv_hidden_size is not None
+        if self.is_cross_attention:
+            self.query = nn.Linear(hidden_size, hidden_size)
+            self.key_value = nn.Linear(kv_hidden_size, 2 * hidden_size)
+        else:
+            self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def _heads(self, states: torch.Tensor, parts: int) -> torch.Tensor:
+        batch, length, _ = states.shape  # -> (parts, batch, heads, length, head_dim)
+        return states.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        image_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: Cache | None = None,
+        attention_probs: list | None = None,
+    ) -> torch.Tensor:
+        """`attention_probs`, when a list, receives this call's attention weights `(B, heads, queries, keys)`."""
+        batch, length, width = hidden_states.shape
+        if self.is_cross_attention:
+            query = self._heads(self.query(hidden_states), 1)[0]
+            cross_cache = cache.cross_attention_cache if cache is not None else None
+            if cache is not None and cache.is_updated.get(self.layer_idx, False):
+                stored = cross_cache.layers[self.layer_idx]
+                filled = stored.get_seq_length()
+                key, value = stored.keys[:, :, :filled], stored.values[:, :, :filled]
+            else:
+                key, value = self._heads(self.key_value(image_embeds), 2)
+                if cache is not None:
+                    key, value = cross_cache.update(key, value, self.layer_idx)
+                    cache.is_updated[self.layer_idx] = True
+        else:
+            query, key, value = self._heads(self.qkv(hidden_states), 3)
+            if cache is not None:
+                key, value = cache.update(key, value, self.layer_idx)
+        if attention_probs is not None or (length == 1 and not self.training):
+            # the weights were asked for (`output_attentions`), or one decoding step, where two small matmuls
+            # beat SDPA's kernel dispatch on CPU: the explicit softmax gives the same result
+            scores = (query * self.head_dim**-0.5) @ key.transpose(-1, -2)
+            if is_causal:
+                attention_mask = torch.ones(length, key.shape[-2], dtype=torch.bool, device=scores.device).tril()
+            if attention_mask is not None:
+                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            if attention_probs is not None:
+                attention_probs.append(probs)
+            context = F.dropout(probs, self.dropout, self.training) @ value
+        else:
+            context = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=attention_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=is_causal,
+            )
+        return self.out_proj(context.transpose(1, 2).reshape(batch, length, width))
+
+
+@dataclass
+class MVaEMaRecording:
+    """What `output_hidden_states` / `output_attentions` collect from one stack, layer by layer (`None`: not asked)."""
+
+    hidden_states: list | None = None
+    attentions: list | None = None
+    cross_attentions: list | None = None
+
+    @classmethod
+    def asked(cls, hidden_states: bool, attentions: bool, cross_attentions: bool = False) -> MVaEMaRecording | None:
+        if not (hidden_states or attentions):
+            return None
+        return cls([] if hidden_states else None, [] if attentions else None, [] if attentions and cross_attentions else None)
+
+    def add_hidden_states(self, states: torch.Tensor) -> None:
+        if self.hidden_states is not None:
+            self.hidden_states.append(states)
+
+
+def _recorded(recording: MVaEMaRecording | None, name: str) -> tuple | None:
+    values = getattr(recording, name) if recording is not None else None
+    return tuple(values) if values is not None else None
+
+
+def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Bidirectional attention: (batch, 1, 1, keys) bool mask, or None when nothing is padded."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+def _causal_mask(
+    attention_mask: torch.Tensor | None, query_length: int, past_length: int, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """Causal attention over `past_length` cached + `query_length` new positions -> (mask, is_causal).
+
+    Right-padded or unpadded inputs without a cache use SDPA's own causal kernel: padding that comes after
+    every real token is never attended to by a real token. Otherwise an explicit bool mask is built; each
+    position always sees itself, so rows of left padding never turn into NaN.
+    """
+    if past_length == 0 and (attention_mask is None or bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())):
+        return None, query_length > 1
+    if query_length == 1:  # one new token sees every valid cached position
+        return _padding_mask(attention_mask), False
+    if attention_mask is None:
+        attention_mask = torch.ones(1, past_length + query_length, dtype=torch.long, device=device)
+    key_positions = torch.arange(past_length + query_length, device=device)
+    query_positions = torch.arange(past_length, past_length + query_length, device=device)
+    visible = key_positions[None, :] <= query_positions[:, None]  # (queries, keys)
+    mask = visible[None] & attention_mask.bool()[:, None, :]
+    mask = mask | (key_positions[None, :] == query_positions[:, None])[None]
+    return mask[:, None], False
+
+
+# ----------------------------------------------------------------------------------------------------
+# Image encoder: ViT with a [CLS] token
+
+
+class MVaEMaVisionEmbeddings(nn.Module):
+    def __init__(self, config: MVaEMaVisionConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+        self.class_embedding = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        expected = (self.config.num_channels, self.config.image_size, self.config.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), got "
+                f"{tuple(pixel_values.shape)}; use the model's image processor (MicrographImageProcessor)"
+            )
+        dtype = self.patch_embedding.weight.dtype
+        patch_tokens = self.patch_embedding(pixel_values.to(dtype)).flatten(2).transpose(1, 2)  # (B, N, D)
+        cls_token = self.class_embedding.expand(patch_tokens.shape[0], -1, -1)
+        return self.dropout(torch.cat([cls_token, patch_tokens], dim=1) + self.position_embedding)
+
+
+class MVaEMaVisionLayer(GradientCheckpointingLayer):
+    """Pre-norm ViT block."""
+
+    def __init__(self, config: MVaEMaVisionConfig, layer_idx: int):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = MVaEMaAttention(
+            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, layer_idx
+        )
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, attention_probs: list | None = None) -> torch.Tensor:
+        attended = self.attention(self.layernorm_before(hidden_states), attention_probs=attention_probs)
+        hidden_states = hidden_states + self.dropout(attended)
+        feed_forward = self.fc2(self.activation(self.fc1(self.layernorm_after(hidden_states))))
+        return hidden_states + self.dropout(feed_forward)
+
+
+class MVaEMaVisionModel(nn.Module):
+    def __init__(self, config: MVaEMaVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = MVaEMaVisionEmbeddings(config)
+        self.layers = nn.ModuleList([MVaEMaVisionLayer(config, index) for index in range(config.num_hidden_layers)])
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor, recording: MVaEMaRecording | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> image tokens (B, 1 + num_patches, hidden), [CLS] first. A `recording` collects the
+        embeddings and every block's output (`hidden_states`) and each block's attention weights."""
+        hidden_states = self.embeddings(pixel_values)
+        attention_probs = recording.attentions if recording is not None else None
+        for layer in self.layers:
+            if recording is not None:
+                recording.add_hidden_states(hidden_states)
+            hidden_states = layer(hidden_states, attention_probs)
+        if recording is not None:
+            recording.add_hidden_states(hidden_states)
+        return self.post_layernorm(hidden_states)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text side: one stack of BERT-like (post-norm) blocks used as encoder, grounded encoder and decoder
+
+
+class MVaEMaTextEmbeddings(nn.Module):
+    def __init__(self, config: MVaEMaTextConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class MVaEMaTextAttentionBlock(nn.Module):
+    """Attention, then dropout, residual and LayerNorm (BERT's post-norm sub-layer)."""
+
+    def __init__(self, config: MVaEMaTextConfig, layer_idx: int, kv_hidden_size: int | None = None):
+        super().__init__()
+        self.attention = MVaEMaAttention(
+            config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob, layer_idx, kv_hidden_size
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states, image_embeds=None, attention_mask=None, is_causal=False, cache=None, attention_probs=None):
+        attended = self.attention(hidden_states, image_embeds, attention_mask, is_causal, cache, attention_probs)
+        return self.LayerNorm(hidden_states + self.dropout(attended))
+
+
+class MVaEMaTextFeedForward(nn.Module):
+    def __init__(self, config: MVaEMaTextConfig):
+        super().__init__()
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        transformed = self.output(self.activation(self.intermediate(hidden_states)))
+        return self.LayerNorm(hidden_states + self.dropout(transformed))
+
+
+class MVaEMaTextLayer(GradientCheckpointingLayer):
+    """One text block. Encoders use `self_attention`, the decoder `causal_self_attention`; both share
+    `cross_attention` (image-grounded passes only) and `feed_forward`. Ablated parts are `None`."""
+
+    def __init__(self, config: MVaEMaConfig, layer_idx: int):
+        super().__init__()
+        text = config.text_config
+        self.self_attention = MVaEMaTextAttentionBlock(text, layer_idx) if config.use_self_attention else None
+        self.causal_self_attention = (
+            MVaEMaTextAttentionBlock(text, layer_idx) if config.use_causal_self_attention else None
+        )
+        self.cross_attention = (
+            MVaEMaTextAttentionBlock(text, layer_idx, kv_hidden_size=config.vision_config.hidden_size)
+            if config.use_cross_attention
+            else None
+        )
+        self.feed_forward = MVaEMaTextFeedForward(text)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        image_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        causal: bool = False,
+        past_key_values: EncoderDecoderCache | None = None,
+        recording: MVaEMaRecording | None = None,
+    ) -> torch.Tensor:
+        self_attention = self.causal_self_attention if causal else self.self_attention
+        attentions = recording.attentions if recording is not None else None
+        cross_attentions = recording.cross_attentions if recording is not None else None
+        if self_attention is not None:
+            self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
+            hidden_states = self_attention(hidden_states, None, attention_mask, is_causal, self_cache, attentions)
+        if self.cross_attention is not None and image_embeds is not None:
+            hidden_states = self.cross_attention(hidden_states, image_embeds, None, False, past_key_values, cross_attentions)
+        return self.feed_forward(hidden_states)
+
+
+class MVaEMaTextModel(nn.Module):
+    def __init__(self, config: MVaEMaConfig):
+        super().__init__()
+        self.config = config.text_config
+        self.embeddings = MVaEMaTextEmbeddings(config.text_config)
+        self.layers = nn.ModuleList([MVaEMaTextLayer(config, index) for index in range(config.text_config.num_hidden_layers)])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        causal: bool = False,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: EncoderDecoderCache | None = None,
+        recording: MVaEMaRecording | None = None,
+    ) -> torch.Tensor:
+        """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`).
+        A `recording` collects the embeddings and every block's output and attention weights."""
+        length = input_ids.shape[1]
+        if attention_mask is not None:
+            past_length = attention_mask.shape[1] - length
+        elif past_key_values is not None:
+            past_length = past_key_values.get_seq_length()
+        else:
+            past_length = 0
+        if position_ids is None:
+            if attention_mask is not None and causal:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+            else:
+                position_ids = torch.arange(past_length, past_length + length, device=input_ids.device)[None]
+        if int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {int(position_ids.max()) + 1} tokens is longer than "
+                f"text_config.max_position_embeddings={self.config.max_position_embeddings}; truncate the inputs"
+            )
+        if causal:
+            mask, is_causal = _causal_mask(attention_mask, length, past_length, input_ids.device)
+        else:
+            mask, is_causal = _padding_mask(attention_mask), False
+        hidden_states = self.embeddings(input_ids, position_ids)
+        for layer in self.layers:
+            if recording is not None:
+                recording.add_hidden_states(hidden_states)
+            hidden_states = layer(
+                hidden_states,
+                image_embeds,
+                attention_mask=mask,
+                is_causal=is_causal,
+                causal=causal,
+                past_key_values=past_key_values,
+                recording=recording,
+            )
+        if recording is not None:
+            recording.add_hidden_states(hidden_states)
+        return hidden_states
+
+
+class MVaEMaLMTransform(nn.Module):
+    """BERT's prediction-head transform (dense, activation, LayerNorm) before the tied vocabulary projection."""
+
+    def __init__(self, config: MVaEMaTextConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.activation(self.dense(hidden_states)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pre-trained model base and the question-answering head
+
+
+class MVaEMaPreTrainedModel(PreTrainedModel):
+    config_class = MVaEMaConfig
+    base_model_prefix = "mvaema"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MVaEMaVisionLayer", "MVaEMaTextLayer", "MVaEMaTextEmbeddings"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, MVaEMaVisionEmbeddings):
+            std = self.config.vision_config.initializer_range
+            init.trunc_normal_(module.class_embedding, mean=0.0, std=std)
+            init.trunc_normal_(module.position_embedding, mean=0.0, std=std)
+        elif isinstance(module, MVaEMaForQuestionAnswering) and module.itc_temperature is not None:
+            init.constant_(module.itc_temperature, self.config.itc_temperature)
+
+
+class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
+    r"""
+    MVaEMa: image encoder, text encoder, image-grounded text encoder and image-grounded text decoder.
+
+    Training: `model(pixel_values, input_ids, attention_mask, labels, itc_input_ids, itc_attention_mask)`
+    (what `MVaEMaProcessor(images=..., text=questions, answers=...)` returns) gives `loss`, `loss_itc`,
+    `loss_itm` and `loss_lm`. The decoder input is `[DEC] (caption) question [SEP] answer [EOS]`; `labels`
+    equal `input_ids` on the answer and [EOS] and -100 elsewhere (the model shifts them).
+
+    Inference: `model.generate(pixel_values=..., input_ids=prompt_ids, attention_mask=...)` continues the
+    left-padded prompt `[DEC] question [SEP]` until [EOS] and returns prompt + answer ids
+    (`processor.batch_decode` keeps the answers). `model.classify(pixel_values, processor)` returns
+    probabilities over `config.id2label`.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "text_model.embeddings.word_embeddings.weight"}
+    # LoRA defaults (train/publishing/lora.py): every attention and feed-forward projection; the heads train in full
+    _lora_target_modules = ["qkv", "out_proj", "query", "key_value", "fc1", "fc2", "intermediate", "output"]
+    _lora_modules_to_save = ["itm_head", "vision_projection", "text_projection"]
+
+    def __init__(self, config: MVaEMaConfig):
+        super().__init__(config)
+        vision_hidden = config.vision_config.hidden_size
+        text_hidden = config.text_config.hidden_size
+        self.vision_model = MVaEMaVisionModel(config.vision_config)
+        self.text_model = MVaEMaTextModel(config)
+        if config.use_itc:
+            self.vision_projection = nn.Linear(vision_hidden, config.projection_dim)
+            self.text_projection = nn.Linear(text_hidden, config.projection_dim)
+            self.itc_temperature = nn.Parameter(torch.tensor(float(config.itc_temperature)))
+        else:
+            self.vision_projection = self.text_projection = self.itc_temperature = None
+        self.itm_head = nn.Linear(text_hidden, 1) if config.use_itm else None
+        self.lm_transform = MVaEMaLMTransform(config.text_config)
+        self.lm_head = nn.Linear(text_hidden, config.text_config.vocab_size)
+        self.post_init()
+        if self.generation_config is not None and self.generation_config.max_new_tokens is None:
+            self.generation_config.max_new_tokens = 128  # the 20-token default `max_length` is below most prompts
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.embeddings.word_embeddings = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    # -- encoders ----------------------------------------------------------------------------------
+
+    def get_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, 1 + num_patches, vision_hidden), [CLS] first."""
+        return self.vision_model(pixel_values)
+
+    def get_image_features(self, pixel_values=None, image_embeds=None) -> torch.Tensor:
+        """L2-normalised ITC image embeddings (B, projection_dim)."""
+        self._require_itc("get_image_features")
+        if image_embeds is None:
+            image_embeds = self.vision_model(pixel_values)
+        return F.normalize(self.vision_projection(image_embeds[:, 0]), dim=-1)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised ITC text embeddings (B, projection_dim) of `[CLS] text [SEP]` sequences."""
+        self._require_itc("get_text_features")
+        text_hidden = self.text_model(input_ids, attention_mask)
+        return F.normalize(self.text_projection(text_hidden[:, 0]), dim=-1)
+
+    def image_text_matching(self, input_ids, attention_mask=None, pixel_values=None, image_embeds=None) -> torch.Tensor:
+        """ITM probability that each text matches its image (B,). `input_ids` start with [CLS] or [ENC]."""
+        if self.itm_head is None:
+            raise ValueError("image_text_matching needs the ITM head, but this model was built with use_itm=False")
+        if image_embeds is None:
+            image_embeds = self.vision_model(pixel_values)
+        input_ids = input_ids.clone()
+        input_ids[:, 0] = self.config.text_config.enc_token_id
+        grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds)
+        return torch.sigmoid(self.itm_head(grounded[:, 0]).squeeze(-1))
+
+    def _require_itc(self, name: str) -> None:
+        if self.vision_projection is None:
+            raise ValueError(f"{name} needs the ITC projections, but this model was built with use_itc=False")
+
+    # -- forward -----------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        itc_input_ids: torch.LongTensor | None = None,
+        itc_attention_mask: torch.LongTensor | None = None,
+        image_ids: torch.LongTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> MVaEMaOutput | tuple:
+        r"""
+        pixel_values (`(B, 3, 224, 224)`): micrographs from the image processor. Or pass `image_embeds`.
+        input_ids, attention_mask (`(B, L)`): decoder sequences `[DEC] (caption) question [SEP] (answer [EOS])`.
+        labels (`(B, L)`): `input_ids` on the answer and [EOS], -100 elsewhere; gives `loss_lm`.
+        itc_input_ids, itc_attention_mask (`(B, L')`): `[CLS] answer [SEP]`; gives `loss_itc` and `loss_itm`.
+        image_ids (`(B,)`, optional): integer id of each row's image; rows with the same id are all positives
+            in ITC and are never drawn as each other's ITM negatives.
+        cache, use_cache, position_ids, logits_to_keep: decoding state, as in any causal LM (`past_key_values` is
+            the name transformers < 5.24 passes the cache under; both are accepted).
+        output_attentions, output_hidden_states: return the decoder's and the image encoder's attention weights /
+            hidden states (see `MVaEMaOutput`); the weights are then computed explicitly instead of by SDPA.
+        Other keyword arguments passed by `generate` are accepted and ignored.
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        if cache is not None and past_key_values is not None:
+            raise ValueError("pass the decoding cache as `cache` or `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
+        use_cache = use_cache if use_cache is not None else cache is not None
+        vision_recording = None
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("MVaEMa needs pixel_values (or precomputed image_embeds)")
+            vision_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions)
+            image_embeds = self.vision_model(pixel_values, vision_recording)
+        batch_size = image_embeds.shape[0]
+        for name, tensor in (("input_ids", input_ids), ("itc_input_ids", itc_input_ids), ("labels", labels)):
+            if tensor is not None and tensor.shape[0] != batch_size:
+                raise ValueError(f"{name} has batch size {tensor.shape[0]} but there are {batch_size} images")
+        if labels is not None and (input_ids is None or labels.shape != input_ids.shape):
+            raise ValueError("labels must have the same shape as input_ids (the decoder sequence)")
+
+        losses: dict[str, torch.Tensor] = {}
+        logits = None
+        decoder_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions, cross_attentions=True)
+        if input_ids is None:
+            cache = None
+        else:
+            if use_cache and cache is None:
+                cache = new_mvaema_cache()
+            elif cache is not None and not isinstance(cache, EncoderDecoderCache):
+                cache = EncoderDecoderCache(cache, DynamicCache())
+            decoder_states = self.text_model(
+                input_ids,
+                attention_mask,
+                image_embeds=image_embeds,
+                causal=True,
+                position_ids=position_ids,
+                past_key_values=cache,
+                recording=decoder_recording,
+            )
+            if labels is not None:
+                losses["lm"] = self._answer_loss(decoder_states, labels)
+            else:
+                kept = decoder_states[:, -logits_to_keep:] if logits_to_keep else decoder_states
+                logits = self.lm_head(self.lm_transform(kept))
+
+        image_features = text_features = logits_per_image = itm_logits = itm_labels = None
+        if itc_input_ids is not None and (config.use_itc or config.use_itm):
+            itc = None
+            if config.use_itc:
+                image_features = F.normalize(self.vision_projection(image_embeds[:, 0]), dim=-1)
+                text_features = self.get_text_features(itc_input_ids, itc_attention_mask)
+                temperature = self.itc_temperature.clamp(config.itc_temperature_min, config.itc_temperature_max)
+                itc = contrastive_loss(
+                    image_features, text_features, temperature, image_ids, gather=config.itc_gather_distributed
+                )
+                losses["itc"] = itc.loss
+                logits_per_image = itc.logits_per_image[itc.offset : itc.offset + batch_size]
+            if config.use_itm:
+                itm_logits, itm_labels = self._matching_logits(image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc)
+                losses["itm"] = itm_loss(itm_logits, itm_labels)
+
+        weights = {"itc": config.itc_loss_weight, "itm": config.itm_loss_weight, "lm": config.lm_loss_weight}
+        loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
+        output = MVaEMaOutput(
+            loss=loss,
+            loss_itc=losses.get("itc"),
+            loss_itm=losses.get("itm"),
+            loss_lm=losses.get("lm"),
+            logits=logits,
+            **{CACHE_NAME: cache if use_cache else None},
+            image_embeds=image_embeds,
+            image_features=image_features,
+            text_features=text_features,
+            logits_per_image=logits_per_image,
+            itm_logits=itm_logits,
+            itm_labels=itm_labels,
+            hidden_states=_recorded(decoder_recording, "hidden_states") if input_ids is not None else None,
+            attentions=_recorded(decoder_recording, "attentions") if input_ids is not None else None,
+            cross_attentions=_recorded(decoder_recording, "cross_attentions") if input_ids is not None else None,
+            vision_hidden_states=_recorded(vision_recording, "hidden_states"),
+            vision_attentions=_recorded(vision_recording, "attentions"),
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _answer_loss(self, decoder_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy, with the LM head run only where a label exists (the answer and [EOS])."""
+        next_labels = labels[:, 1:]
+        supervised = next_labels != -100
+        if not bool(supervised.any()):
+            return decoder_states.sum() * 0.0
+        states = decoder_states[:, :-1][supervised]
+        logits = self.lm_head(self.lm_transform(states))
+        return lm_loss(logits, next_labels[supervised], self.config.label_smoothing)
+
+    def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc):
+        """ITM on every positive pair plus one sampled negative text per image and one negative image per text."""
+        batch_size = image_embeds.shape[0]
+        device = image_embeds.device
+        if itc is not None:
+            local = slice(itc.offset, itc.offset + batch_size)
+            positive_mask = itc.positive_mask[local, local]
+            similarity_i2t = itc.logits_per_image[local, local].detach()
+            similarity_t2i = itc.logits_per_text[local, local].detach()
+        else:
+            ids = image_ids.to(device) if image_ids is not None else torch.arange(batch_size, device=device)
+            positive_mask = ids[:, None] == ids[None, :]
+            similarity_i2t = similarity_t2i = torch.zeros(batch_size, batch_size, device=device)
+        negative_texts = sample_hard_negatives(similarity_i2t, positive_mask)  # a text for each image
+        negative_images = sample_hard_negatives(similarity_t2i, positive_mask)  # an image for each text
+        has_text, has_image = negative_texts >= 0, negative_images >= 0
+
+        enc_ids = itc_input_ids.clone()
+        enc_ids[:, 0] = self.config.text_config.enc_token_id
+        mask = itc_attention_mask if itc_attention_mask is not None else torch.ones_like(enc_ids)
+        texts = torch.cat([enc_ids, enc_ids[negative_texts[has_text]], enc_ids[has_image]])
+        masks = torch.cat([mask, mask[negative_texts[has_text]], mask[has_image]])
+        images = torch.cat([image_embeds, image_embeds[has_text], image_embeds[negative_images[has_image]]])
+        grounded = self.text_model(texts, masks, image_embeds=images)
+        itm_logits = self.itm_head(grounded[:, 0]).squeeze(-1)
+        itm_labels = torch.cat([torch.ones(batch_size, device=device), torch.zeros(texts.shape[0] - batch_size, device=device)])
+        return itm_logits, itm_labels
+
+    # -- generation --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Answer the prompts `[DEC] (caption) question [SEP]` (left-padded) about the images.
+
+        Encodes the images once, then runs `GenerationMixin.generate` over the decoder with a self- and
+        cross-attention KV cache: greedy, beam search (`num_beams`) and sampling (`do_sample`) all work.
+        Without `input_ids` the decoder starts from [DEC] alone (captioning). Returns prompt + generated ids.
+        """
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("generate needs pixel_values (or precomputed image_embeds)")
+            image_embeds = self.vision_model(pixel_values)
+        batch_size = image_embeds.shape[0]
+        if input_ids is None:
+            input_ids = torch.full((batch_size, 1), self.config.text_config.bos_token_id, device=image_embeds.device)
+        if input_ids.shape[0] != batch_size:
+            raise ValueError(f"input_ids has batch size {input_ids.shape[0]} but there are {batch_size} images")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        generation_config = generate_kwargs.get("generation_config", self.generation_config)
+        use_cache = generate_kwargs.get("use_cache", generation_config.use_cache)
+        if use_cache is not False and generate_kwargs.get(CACHE_NAME) is None:
+            generate_kwargs[CACHE_NAME] = new_mvaema_cache()
+        return super().generate(
+            input_ids=input_ids, attention_mask=attention_mask, image_embeds=image_embeds, **generate_kwargs
+        )
+
+    # -- zero-shot classification ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def classify(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        tokenizer=None,
+        *,
+        image_embeds: torch.FloatTensor | None = None,
+        candidates: list[str] | None = None,
+        question: str | None = None,
+        length_normalize: bool = True,
+    ) -> torch.Tensor:
+        """Zero-shot classification by answer likelihood: probabilities (B, num_candidates).
+
+        Each candidate answer (default: `config.id2label`, e.g. `"films coated surface"`) is scored by the
+        decoder's log-likelihood of `candidate [EOS]` after the label-free prompt
+        `[DEC] classification_question [SEP]`, averaged over its tokens (`length_normalize`), and the scores are
+        softmaxed over the candidates (Top-1 / Top-5 follow from the ranking). The image and the prompt are
+        encoded once per image; the KV cache (self- and cross-attention) is then repeated for the candidates.
+        `tokenizer` may be the tokenizer or an `MVaEMaProcessor`.
+        """
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        if tokenizer is None:
+            raise ValueError("classify needs the model's tokenizer (or its MVaEMaProcessor) to spell the candidates")
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("classify needs pixel_values (or precomputed image_embeds)")
+            image_embeds = self.vision_model(pixel_values)
+        text = self.config.text_config
+        if candidates is None:
+            if category_display_name is None:
+                raise ValueError("without emvision installed, pass the candidate answers: classify(..., candidates=[...])")
+            candidates = [category_display_name(self.config.id2label[index]) for index in sorted(self.config.id2label)]
+        question = question if question is not None else self.config.classification_question
+        batch_size, device = image_embeds.shape[0], image_embeds.device
+
+        question_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+        prompt = torch.tensor([[text.bos_token_id, *question_ids, text.sep_token_id]], device=device)
+        prompt = prompt.expand(batch_size, -1)
+        answers = [ids + [text.eos_token_id] for ids in tokenizer(list(candidates), add_special_tokens=False)["input_ids"]]
+        num_candidates, longest = len(answers), max(len(ids) for ids in answers)
+        answer_ids = torch.full((num_candidates, longest), text.pad_token_id, device=device)
+        answer_mask = torch.zeros((num_candidates, longest), dtype=torch.long, device=device)
+        for index, ids in enumerate(answers):
+            answer_ids[index, : len(ids)] = torch.tensor(ids, device=device)
+            answer_mask[index, : len(ids)] = 1
+
+        cache = new_mvaema_cache()
+        prompt_states = self.text_model(prompt, None, image_embeds, causal=True, past_key_values=cache)
+        first_logprobs = F.log_softmax(self.lm_head(self.lm_transform(prompt_states[:, -1])).float(), dim=-1)  # (B, V)
+        cache.batch_repeat_interleave(num_candidates)
+
+        # Feed every candidate but its last token; position t predicts candidate token t + 1.
+        fed = answer_ids[:, :-1].repeat(batch_size, 1)
+        fed_mask = torch.cat([torch.ones(num_candidates, prompt.shape[1], dtype=torch.long, device=device), answer_mask[:, :-1]], 1)
+        token_logprobs = first_logprobs[:, answer_ids[:, 0]].unsqueeze(-1)  # (B, C, 1)
+        if longest > 1:
+            states = self.text_model(
+                fed,
+                fed_mask.repeat(batch_size, 1),
+                image_embeds.repeat_interleave(num_candidates, dim=0),
+                causal=True,
+                past_key_values=cache,
+            )
+            logprobs = F.log_softmax(self.lm_head(self.lm_transform(states)).float(), dim=-1)
+            rest = logprobs.gather(-1, answer_ids[:, 1:].repeat(batch_size, 1).unsqueeze(-1)).squeeze(-1)
+            token_logprobs = torch.cat([token_logprobs, rest.view(batch_size, num_candidates, -1)], dim=-1)
+        token_logprobs = token_logprobs * answer_mask[None]
+        scores = token_logprobs.sum(-1)
+        if length_normalize:
+            scores = scores / answer_mask.sum(-1)[None]
+        return scores.softmax(dim=-1)
+
+    # -- initialisation from pre-trained components ------------------------------------------------
+
+    @classmethod
+    def from_pretrained_components(
+        cls,
+        vision_model_name_or_path: str | None = None,
+        text_model_name_or_path: str | None = None,
+        tokenizer=None,
+        config: MVaEMaConfig | None = None,
+        **config_kwargs,
+    ) -> MVaEMaForQuestionAnswering:
+        """A new MVaEMa whose image encoder starts from a ViT checkpoint and/or whose text side starts from a
+        BERT-style checkpoint (local folder or Hub id; any `ViTModel` / `BertModel` / `RobertaModel` weights).
+
+        Widths, depths, heads and activations then come from those checkpoints. The BERT self-attention
+        initialises both the encoder's and the decoder's (causal) self-attention, as in BLIP; cross-attention,
+        projections and heads start fresh. The text checkpoint's tokenizer (or `tokenizer`) gets MVaEMa's
+        special tokens ([ENC], [DEC], [EOS], ...) and the vocabulary grows to fit; save that tokenizer with the
+        model (`MVaEMaProcessor(image_processor, tokenizer)`), since the token ids are now part of the model.
+        `config` / `config_kwargs` set everything else (ablations, loss weights, ...).
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        if add_mvaema_special_tokens is None:
+            raise ImportError("from_pretrained_components needs emvision installed (its vocabulary of special tokens)")
+        config = copy.deepcopy(config) if config is not None else MVaEMaConfig(**config_kwargs)
+        vision_source = text_source = None
+        if vision_model_name_or_path is not None:
+            vision_source = AutoModel.from_pretrained(vision_model_name_or_path)
+            config.vision_config = MVaEMaVisionConfig(**_vision_config_from(vision_source, config.vision_config))
+        if text_model_name_or_path is not None:
+            text_source = AutoModel.from_pretrained(text_model_name_or_path)
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path)
+        if tokenizer is not None:
+            add_mvaema_special_tokens(tokenizer)
+            text_fields = _text_config_from(text_source, config.text_config) if text_source is not None else config.text_config.to_dict()
+            text_fields.pop("model_type", None)
+            text_fields.update(vocab_size=len(tokenizer), **special_token_ids(tokenizer))
+            config.text_config = MVaEMaTextConfig(**text_fields)
+        model = cls(config)
+        if vision_source is not None:
+            _load_vit_weights(model.vision_model, vision_source)
+        if text_source is not None:
+            _load_bert_weights(model.text_model, text_source)
+        model.tie_weights()
+        return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# Weight mapping from ViT / BERT checkpoints
+
+
+def _vision_config_from(vit, current: MVaEMaVisionConfig) -> dict:
+    source = vit.config
+    if not hasattr(vit, "embeddings") or not hasattr(vit.embeddings, "patch_embeddings"):
+        raise ValueError(f"vision checkpoint must be a ViT (ViTModel-style weights), got {type(vit).__name__}")
+    fields = current.to_dict()
+    fields.pop("model_type", None)
+    patch_size = source.patch_size if isinstance(source.patch_size, int) else source.patch_size[0]
+    fields.update(
+        num_channels=source.num_channels,
+        patch_size=patch_size,
+        hidden_size=source.hidden_size,
+        num_hidden_layers=source.num_hidden_layers,
+        num_attention_heads=source.num_attention_heads,
+        intermediate_size=source.intermediate_size,
+        hidden_act=source.hidden_act,
+        layer_norm_eps=source.layer_norm_eps,
+    )
+    return fields
+
+
+def _text_config_from(bert, current: MVaEMaTextConfig) -> dict:
+    source = bert.config
+    if getattr(source, "position_embedding_type", "absolute") not in (None, "absolute"):
+        raise ValueError(f"text checkpoint uses {source.position_embedding_type} positions; MVaEMa needs absolute ones")
+    if not hasattr(bert, "encoder") or not hasattr(bert.encoder, "layer"):
+        raise ValueError(f"text checkpoint must be BERT-style (BertModel-like weights), got {type(bert).__name__}")
+    fields = current.to_dict()
+    fields.pop("model_type", None)
+    fields.update(
+        hidden_size=source.hidden_size,
+        num_hidden_layers=source.num_hidden_layers,
+        num_attention_heads=source.num_attention_heads,
+        intermediate_size=source.intermediate_size,
+        hidden_act=source.hidden_act,
+        layer_norm_eps=source.layer_norm_eps,
+        max_position_embeddings=source.max_position_embeddings - _position_offset(bert),
+    )
+    return fields
+
+
+def _position_offset(bert) -> int:
+    """RoBERTa-family models number positions from padding_idx + 1."""
+    return bert.config.pad_token_id + 1 if bert.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+
+
+def _vit_blocks(vit):
+    """The sub-modules of each ViT block, in both transformers layouts (`layers` with q/k/v/o_proj and
+    `mlp`, or the older `encoder.layer` with `attention.attention.query` and `intermediate`/`output`)."""
+    if hasattr(vit, "layers"):
+        for layer in vit.layers:
+            attention = layer.attention
+            yield dict(
+                query=attention.q_proj, key=attention.k_proj, value=attention.v_proj, out=attention.o_proj,
+                fc1=layer.mlp.fc1, fc2=layer.mlp.fc2, before=layer.layernorm_before, after=layer.layernorm_after,
+            )
+    elif hasattr(vit, "encoder") and hasattr(vit.encoder, "layer"):
+        for layer in vit.encoder.layer:
+            attention = layer.attention
+            yield dict(
+                query=attention.attention.query, key=attention.attention.key, value=attention.attention.value,
+                out=attention.output.dense, fc1=layer.intermediate.dense, fc2=layer.output.dense,
+                before=layer.layernorm_before, after=layer.layernorm_after,
+            )
+    else:
+        raise ValueError(f"unrecognised ViT layout in {type(vit).__name__}: no `layers` or `encoder.layer`")
+
+
+@torch.no_grad()
+def _load_vit_weights(vision: MVaEMaVisionModel, vit) -> None:
+    embeddings = vision.embeddings
+    embeddings.patch_embedding.weight.copy_(vit.embeddings.patch_embeddings.projection.weight)
+    embeddings.patch_embedding.bias.copy_(vit.embeddings.patch_embeddings.projection.bias)
+    embeddings.class_embedding.copy_(vit.embeddings.cls_token)
+    embeddings.position_embedding.copy_(_resize_positions(vit.embeddings.position_embeddings, embeddings.position_embedding.shape[1]))
+    for layer, source in zip(vision.layers, _vit_blocks(vit), strict=True):
+        _copy_qkv(layer.attention, source["query"], source["key"], source["value"])
+        _copy_linear(layer.attention.out_proj, source["out"])
+        _copy_linear(layer.fc1, source["fc1"])
+        _copy_linear(layer.fc2, source["fc2"])
+        _copy_norm(layer.layernorm_before, source["before"])
+        _copy_norm(layer.layernorm_after, source["after"])
+    _copy_norm(vision.post_layernorm, vit.layernorm)
+
+
+@torch.no_grad()
+def _load_bert_weights(text: MVaEMaTextModel, bert) -> None:
+    embeddings = text.embeddings
+    source_words = bert.embeddings.word_embeddings.weight
+    embeddings.word_embeddings.weight[: source_words.shape[0]].copy_(source_words)
+    offset = _position_offset(bert)
+    positions = bert.embeddings.position_embeddings.weight[offset : offset + embeddings.position_embeddings.weight.shape[0]]
+    token_type = getattr(bert.embeddings, "token_type_embeddings", None)
+    if token_type is not None:  # every MVaEMa token is segment 0: fold that embedding into the positions
+        positions = positions + token_type.weight[0]
+    embeddings.position_embeddings.weight.copy_(positions)
+    _copy_norm(embeddings.LayerNorm, bert.embeddings.LayerNorm)
+    for layer, source in zip(text.layers, bert.encoder.layer, strict=True):
+        attention = source.attention
+        for block in (layer.self_attention, layer.causal_self_attention):
+            if block is None:
+                continue
+            _copy_qkv(block.attention, attention.self.query, attention.self.key, attention.self.value)
+            _copy_linear(block.attention.out_proj, attention.output.dense)
+            _copy_norm(block.LayerNorm, attention.output.LayerNorm)
+        _copy_linear(layer.feed_forward.intermediate, source.intermediate.dense)
+        _copy_linear(layer.feed_forward.output, source.output.dense)
+        _copy_norm(layer.feed_forward.LayerNorm, source.output.LayerNorm)
+
+
+def _copy_qkv(attention: MVaEMaAttention, query: nn.Linear, key: nn.Linear, value: nn.Linear) -> None:
+    attention.qkv.weight.copy_(torch.cat([query.weight, key.weight, value.weight]))
+    biases = [layer.bias if layer.bias is not None else torch.zeros_like(layer.weight[:, 0]) for layer in (query, key, value)]
+    attention.qkv.bias.copy_(torch.cat(biases))
+
+
+def _copy_linear(target: nn.Linear, source: nn.Linear) -> None:
+    target.weight.copy_(source.weight)
+    if source.bias is not None:
+        target.bias.copy_(source.bias)
+    else:
+        target.bias.zero_()
+
+
+def _copy_norm(target: nn.LayerNorm, source: nn.LayerNorm) -> None:
+    target.weight.copy_(source.weight)
+    target.bias.copy_(source.bias)
+
+
+def _resize_positions(position_embeddings: torch.Tensor, target_length: int) -> torch.Tensor:
+    """Bicubic resize of a ViT's (1, 1 + n*n, D) position grid to (1, target_length, D); [CLS] kept as is."""
+    if position_embeddings.shape[1] == target_length:
+        return position_embeddings
+    cls_position, grid = position_embeddings[:, :1], position_embeddings[:, 1:]
+    source_side, target_side = math.isqrt(grid.shape[1]), math.isqrt(target_length - 1)
+    grid = grid.reshape(1, source_side, source_side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(target_side, target_side), mode="bicubic", align_corners=False)
+    return torch.cat([cls_position, grid.permute(0, 2, 3, 1).reshape(1, target_side * target_side, -1)], dim=1)
+
+
+__all__ = ["MVaEMaCacheLayer", "MVaEMaDynamicCache", "MVaEMaForQuestionAnswering", "MVaEMaOutput", "MVaEMaPreTrainedModel", "new_mvaema_cache"]
