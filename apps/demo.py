@@ -54,7 +54,7 @@ class DemoModels:
 
     def __init__(self, model: str, classifier: str | None = None, device: str | None = None, max_new_tokens: int = 64):
         self.assistant = Assistant(model, device)
-        self.classifier = Classifier(classifier, self.assistant.device) if classifier else Classifier(model, self.assistant.device)
+        self.classifier = Classifier(classifier or model, self.assistant.device, assistant=self.assistant)
         self.max_new_tokens = max_new_tokens
 
     def analyse(self, path: str, question: str) -> dict:

@@ -74,14 +74,16 @@ class Classifier:
     """A saved image classifier: an HNF folder (train/classify.py's output), any transformers image classifier,
     or an MVaEMa folder, which then classifies zero-shot (`kind` says which)."""
 
-    def __init__(self, folder: str | os.PathLike, device: str | torch.device | None = None):
+    def __init__(self, folder: str | os.PathLike, device: str | torch.device | None = None, assistant: Assistant | None = None):
+        """`assistant`: an already loaded MVaEMa to reuse when `folder` is that model's folder."""
         folder = _check_folder(folder, "classify")
         self.folder = folder
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         config = AutoConfig.from_pretrained(folder)
         self.assistant = None
         if config.model_type == "mvaema":
-            self.assistant = Assistant(folder, self.device)
+            same = assistant is not None and os.path.samefile(assistant.folder, folder)
+            self.assistant = assistant if same else Assistant(folder, self.device)
             self.model, self.image_processor = self.assistant.model, self.assistant.processor.image_processor
             self.kind = "MVaEMa zero-shot"
         else:
