@@ -32,6 +32,7 @@ import torch
 import torch.utils.data
 
 from emvision.datasets_scripts.storage import fold_splits
+from emvision.train.loop.schedule import build_optimizer
 
 from .images import ImageTable
 from .sources import DEFAULT_SHUFFLE_BUFFER
@@ -229,7 +230,7 @@ def streaming_training_loop(accelerator, args, model, train_rows: StreamingTrain
                               drop_last=len(train_rows) > args.per_device_train_batch_size)
     val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
     # as TrainingLoop.from_splits
-    optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(model, args)
     model, optimizer, val_loader = accelerator.prepare(model, optimizer, val_loader)
     train_loader = prepare_data_loader(train_loader, device=accelerator.device, num_processes=1, process_index=0,
                                        put_on_device=True, dispatch_batches=False)

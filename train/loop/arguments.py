@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
+SCHEDULERS = ("plateau", "cosine")  # train/loop/schedule.py
+OPTIMIZERS = ("adam", "adamw")
+
 MIN_FOLDS = 3  # a test fold, a validation fold and at least one training fold
 
 
@@ -103,8 +106,8 @@ def installed_trackers() -> list[str]:
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training protocol (paper defaults)")
-    group.add_argument("--learning_rate", type=positive_float, default=1e-3, help="Adam learning rate")
-    group.add_argument("--weight_decay", type=non_negative_float, default=0.0, help="Adam weight decay (L2)")
+    group.add_argument("--learning_rate", type=positive_float, default=1e-3, help="peak learning rate")
+    group.add_argument("--weight_decay", type=non_negative_float, default=0.0, help="weight decay (see --optimizer)")
     group.add_argument("--per_device_train_batch_size", type=positive_int, default=48, help="training batch per process")
     group.add_argument("--per_device_eval_batch_size", type=positive_int, default=96, help="validation and test batch per process")
     group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1, help="batches per optimizer step")
@@ -112,7 +115,15 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_train_steps", type=non_negative_int, default=None,
                        help="stop after this many optimizer steps (0: the full schedule; default without --dataset: the quick-start budget)")
     group.add_argument("--early_stopping_patience", type=positive_int, default=10, help="epochs without a better validation loss before stopping")
-    group.add_argument("--lr_patience", type=non_negative_int, default=5, help="stagnant epochs before the learning rate is multiplied by --lr_factor")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="adam: the papers' (weight decay as L2 on every parameter); adamw: decoupled decay on weight matrices only")
+    group.add_argument("--lr_scheduler", choices=SCHEDULERS, default="plateau",
+                       help="plateau: the papers' (constant, multiplied by --lr_factor after --lr_patience stagnant epochs); "
+                            "cosine: decay to --min_lr_ratio x the peak at the run's last step")
+    group.add_argument("--warmup_steps", type=non_negative_int, default=0, help="linear learning-rate warm-up, in optimizer steps")
+    group.add_argument("--min_lr_ratio", type=non_negative_float, default=0.0, help="cosine schedule: the last step's rate / the peak")
+    group.add_argument("--lr_patience", type=positive_int, default=5,
+                       help="plateau schedule: the learning rate is multiplied by --lr_factor at this many epochs in a row without a better validation loss")
     group.add_argument("--lr_factor", type=lr_factor, default=0.5, help="learning-rate multiplier on a plateau")
     group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="gradient clipping norm (0: no clipping)")
     group.add_argument("--seed", type=int, default=42, help="seed of the initial weights, the data order and every random draw")

@@ -1,12 +1,9 @@
-"""The paper's stopping and learning-rate rules: early stopping on validation loss, and the learning rate
-multiplied by ``--lr_factor`` (halved) after ``--lr_patience`` epochs without a better validation loss."""
+"""The papers' stopping rule: early stopping on validation loss (the learning-rate rules are in ``schedule.py``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
 
 
 @dataclass
@@ -27,8 +24,3 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience
-
-
-def plateau_scheduler(optimizer: torch.optim.Optimizer, args) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
-    """Stepped once per epoch with the validation loss."""
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor, patience=args.lr_patience)

@@ -1,7 +1,8 @@
 """The training loop both scripts share: the paper's protocol on top of Accelerate.
 
-Adam at lr 1e-3, batch 48, up to 50 epochs, the learning rate halved after 5 epochs without a
-better validation loss, early stopping on validation loss, best weights restored at the end.
+The papers' protocol by default: Adam at lr 1e-3, batch 48, up to 50 epochs, the learning rate halved
+after 5 epochs without a better validation loss, early stopping on validation loss, best weights restored
+at the end; ``--optimizer``, ``--lr_scheduler``, ``--warmup_steps`` choose others (``schedule.py``).
 Checkpoints are written with ``accelerator.save_state`` every N optimizer steps or every epoch,
 and a run resumed from one (``--resume_from_checkpoint latest``) ends with the same weights as an
 uninterrupted run: the data order depends only on (seed, epoch), and every optimizer step reseeds
@@ -38,7 +39,8 @@ from .checkpoints import (
     step_checkpoints,
 )
 from .preflight import InputError
-from .protocol import EarlyStopping, plateau_scheduler
+from .protocol import EarlyStopping
+from .schedule import LearningRateSchedule, build_optimizer
 from .reproducibility import EpochShuffleSampler, seed_everything
 
 Collate = Callable[[list[dict]], dict]
@@ -103,21 +105,21 @@ class TrainingLoop:
         self.train_loader, self.eval_loader, self.sampler = train_loader, eval_loader, sampler
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
-        self.scheduler = plateau_scheduler(optimizer, args)
         self.early_stopping = EarlyStopping(args.early_stopping_patience)
         self.state = TrainingState()
         self.steps_per_epoch = max(1, math.ceil(len(train_loader) / args.gradient_accumulation_steps))
         self.max_steps = args.max_train_steps or self.steps_per_epoch * args.num_train_epochs
+        self.scheduler = LearningRateSchedule.from_args(optimizer, args, total_steps=self.max_steps)
         self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
 
     @classmethod
     def from_splits(cls, accelerator: Accelerator, args, model, train_split, val_split, collate: "Collate", project: str) -> "TrainingLoop":
-        """The paper's data loaders and Adam for ``model``, prepared by Accelerate, trackers started."""
+        """The data loaders and the optimizer (``--optimizer``) for ``model``, prepared by Accelerate, trackers started."""
         sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
         train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
                                   num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
         val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
-        optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=args.learning_rate, weight_decay=args.weight_decay)
+        optimizer = build_optimizer(model, args)
         model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
         if accelerator.is_main_process:
             accelerator.init_trackers(project, config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
@@ -162,7 +164,7 @@ class TrainingLoop:
             raise InputError(f"checkpoint {path} could not be loaded: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
         self.state = TrainingState(**saved)
         self.early_stopping = EarlyStopping(**self.state.early_stopping)
-        self.scheduler.load_state_dict(self.state.scheduler)
+        self.scheduler.load_state_dict(self.state.scheduler, self.state.global_step)
         self.accelerator.print(f"Resumed from {path} (epoch {self.state.epoch}, step {self.state.global_step})")
 
     # ---- evaluation --------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class TrainingLoop:
     def _end_of_epoch(self) -> None:
         metrics = self.validation_loss()
         val_loss = metrics["val_loss"]
-        self.scheduler.step(val_loss)
+        halved = self.scheduler.epoch_end(val_loss, self.state.global_step)
         improved = self.early_stopping.step(val_loss, self.state.epoch)
         if improved:
             self.accelerator.wait_for_everyone()
@@ -234,6 +236,7 @@ class TrainingLoop:
                 if not accelerator.sync_gradients:
                     continue
                 state.global_step += 1
+                self.scheduler.step(state.global_step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.3f}", epoch=state.epoch)
                 accelerator.log({"train_loss": loss.item()}, step=state.global_step)

@@ -200,15 +200,26 @@ def epochs_markdown(global_step: int, steps_per_epoch: int) -> str:
     return f"{epochs:.1f} epochs ({global_step} optimizer steps, {steps_per_epoch} per epoch)"
 
 
+def optimizer_name(args) -> str:
+    decay = f", weight decay {args.weight_decay:g}" if args.weight_decay else ""
+    return ("AdamW (decay on weight matrices only" + decay + ")") if args.optimizer == "adamw" else ("Adam" + (f" (L2{decay})" if decay else ""))
+
+
+def schedule_markdown(args) -> str:
+    warmup = f"linear warm-up over {args.warmup_steps} steps, then " if args.warmup_steps else ""
+    if args.lr_scheduler == "cosine":
+        return f"{warmup}cosine decay to {args.min_lr_ratio:g} x the peak at the last step"
+    return f"{warmup}learning rate x{args.lr_factor:g} after {args.lr_patience} epochs without a better validation loss (the papers')"
+
+
 def training_procedure_markdown(args, state, num_processes: int, steps_per_epoch: int, details=(), base: BaseModel | None = None) -> str:
     """The card's training-procedure section: the shared protocol plus the script's own ``details`` lines."""
     lines = [
         *([base.to_markdown()] if base else []),
-        f"- Optimizer: Adam, learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x {num_processes} process(es)"
-        f" x {args.gradient_accumulation_steps} accumulation step(s)",
-        f"- Schedule: learning rate x{args.lr_factor} after {args.lr_patience} epochs without a better validation loss; "
-        f"early stopping after {args.early_stopping_patience}; at most {args.num_train_epochs} epochs"
-        + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
+        f"- Optimizer: {optimizer_name(args)}, peak learning rate {args.learning_rate:g}, batch {args.per_device_train_batch_size} per process x "
+        f"{num_processes} process(es) x {args.gradient_accumulation_steps} accumulation step(s)",
+        f"- Schedule: {schedule_markdown(args)}; early stopping after {args.early_stopping_patience} epochs without a better "
+        f"validation loss; at most {args.num_train_epochs} epochs" + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
         f"- Ran {epochs_markdown(state.global_step, steps_per_epoch)}; best validation weights restored",
         *details,
         f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
