@@ -112,7 +112,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_train_steps", type=non_negative_int, default=None,
                        help="stop after this many optimizer steps (0: the full schedule; default without --dataset: the quick-start budget)")
     group.add_argument("--early_stopping_patience", type=positive_int, default=10, help="epochs without a better validation loss before stopping")
-    group.add_argument("--lr_patience", type=non_negative_int, default=5, help="stagnant epochs before the learning rate is multiplied by --lr_factor")
+    group.add_argument("--lr_patience", type=positive_int, default=5,
+                       help="the learning rate is multiplied by --lr_factor at this many epochs in a row without a better validation loss")
     group.add_argument("--lr_factor", type=lr_factor, default=0.5, help="learning-rate multiplier on a plateau")
     group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="gradient clipping norm (0: no clipping)")
     group.add_argument("--seed", type=int, default=42, help="seed of the initial weights, the data order and every random draw")
