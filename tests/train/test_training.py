@@ -484,6 +484,88 @@ def test_a_changed_dataset_folder_is_rebuilt_or_refused_never_reused(real_sem_im
     assert "which is unchanged (12 files): reused" in capsys.readouterr().out
 
 
+# ---- split records: a reused model is never evaluated on images it saw --------------------------------
+
+def test_a_model_folder_records_the_images_of_its_split(trained_vqa, synthetic_dir):
+    from datasets import load_from_disk
+
+    from emvision.train.data.split_record import ids_sha256
+
+    output_dir, metrics = trained_vqa
+    record = json.loads((output_dir / "split.json").read_text())
+    images = load_from_disk(str(synthetic_dir / "images")).remove_columns("image")
+    fold_of = dict(zip(images["image_id"], images["fold"]))
+    by_fold = {fold: sorted(i for i, f in fold_of.items() if f == fold) for fold in range(5)}
+    assert (record["fold"], record["num_folds"], record["seed"]) == (0, 5, 42)
+    assert record["validation_image_ids"] == by_fold[1]  # fold 0 tests, fold 1 validates, the rest train
+    assert set(record["train_image_ids"]) == {*by_fold[2], *by_fold[3], *by_fold[4]}
+    assert record["sha256"]["test"] == ids_sha256(by_fold[0]) and record["num_images"]["test"] == len(by_fold[0])
+    assert record["base_model"] is None and record["base_image_ids"] == [] and record["base_unrecorded"] is False
+    assert metrics["split"]["sha256"] == record["sha256"] and "train_image_ids" not in metrics["split"]
+    assert "listed in `split.json`" in (output_dir / "README.md").read_text()
+
+
+def test_classify_refuses_an_mvaema_model_that_saw_its_test_fold(trained_vqa, synthetic_dir, tmp_path, capsys):
+    """The tiny MVaEMa of ``trained_vqa`` trained on folds 2-4 and validated on fold 1 (``--fold 0``)."""
+    from emvision.train.classify import main
+    from emvision.train.loop.preflight import InputError
+
+    mvaema_dir, _ = trained_vqa
+    common = ["--dataset", str(synthetic_dir), "--config_overrides", TINY_HNF, "--mvaema_model", str(mvaema_dir),
+              "--max_train_steps", "1", "--checkpointing_steps", "no", *FAST]
+    code, output = _script("classify.py", *common, "--fold", "2", "--output_dir", str(tmp_path / "fold2"))
+    # the dataset is read first (the test fold's images are needed), so the run's first lines precede the error's one line
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    line = output.strip().splitlines()[-1]
+    for expected in (f"classify.py: error: --mvaema_model {mvaema_dir} saw ", "of this run's test fold 2 of 5", "in its training split",
+                     "trained with --fold 0 --num_folds 5 --seed 42", "train it on the same --fold 2 --num_folds 5 --seed 42",
+                     "or pass a model trained on other data"):
+        assert expected in line, line
+    counts = json.loads((mvaema_dir / "split.json").read_text())["num_images"]
+    assert re.search(r"saw (\d+) of the \1 images", line), line  # every image of fold 2 was a training image
+    assert not (tmp_path / "fold2" / "model.safetensors").exists(), "refused before training"
+    with pytest.raises(InputError, match="in the validation fold that chose its weights"):
+        main([*common, "--fold", "1", "--output_dir", str(tmp_path / "fold1")])
+
+    metrics = main([*common, "--fold", "0", "--output_dir", str(tmp_path / "fold0")])  # its own test fold: accepted
+    assert metrics["mvaema_zero_shot"]["num_images"] == counts["test"]
+    assert "cannot be checked" not in capsys.readouterr().out
+
+
+def test_a_fine_tuned_model_inherits_what_its_base_saw(trained_vqa, synthetic_dir, tmp_path):
+    from emvision.train.loop.preflight import InputError
+    from emvision.train.vqa import main
+
+    base_dir, _ = trained_vqa
+    with pytest.raises(InputError, match=r"--model_name_or_path .* saw \d+ of the \d+ images of this run's test fold 3 of 5"):
+        main(_vqa_args(synthetic_dir, tmp_path / "leaky", "--model_name_or_path", str(base_dir), "--fold", "3"))
+    assert not (tmp_path / "leaky" / "model.safetensors").exists()
+    # a base trained on other data (records, but none of these images): accepted, and the new record carries the base's images
+    foreign = tmp_path / "foreign_base"
+    shutil.copytree(base_dir, foreign)
+    record = json.loads((foreign / "split.json").read_text())
+    record["train_image_ids"], record["validation_image_ids"] = ["0" * 64], ["1" * 64]
+    (foreign / "split.json").write_text(json.dumps(record))
+    main(_vqa_args(synthetic_dir, tmp_path / "tuned", "--model_name_or_path", str(foreign), "--fold", "3", "--max_train_steps", "1",
+                   "--checkpointing_steps", "no", "--max_generate_samples", "2"))
+    tuned = json.loads((tmp_path / "tuned" / "split.json").read_text())
+    assert tuned["base_model"] == str(foreign) and tuned["base_image_ids"] == ["0" * 64, "1" * 64]
+
+
+def test_a_model_without_a_split_record_is_evaluated_with_a_warning(trained_vqa, tmp_path):
+    from argparse import Namespace
+
+    from emvision.train.data.split_record import check_reused_model
+
+    unrecorded = tmp_path / "hub_like"
+    shutil.copytree(trained_vqa[0], unrecorded)
+    (unrecorded / "split.json").unlink()
+    said = []
+    args = Namespace(fold=2, num_folds=5, seed=42)
+    assert check_reused_model("--mvaema_model", str(unrecorded), ["a" * 64], args, log=said.append) is None
+    assert len(said) == 1 and "has no split.json" in said[0] and "cannot be checked" in said[0]
+
+
 # ---- checkpoints: an incomplete or damaged one is named, and 'latest' falls back ----------------------
 
 @pytest.fixture(scope="module")

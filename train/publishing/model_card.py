@@ -211,7 +211,8 @@ def training_procedure_markdown(args, state, num_processes: int, steps_per_epoch
         + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
         f"- Ran {epochs_markdown(state.global_step, steps_per_epoch)}; best validation weights restored",
         *details,
-        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
+        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}; the images of the training and validation "
+        "splits are listed in `split.json`, and emvision refuses to evaluate this model on a test fold that holds any of them",
     ]
     if getattr(args, "lora", False):
         lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
