@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--eval_with_captions", action="store_true", help="evaluate with captions too: metrics marked label-conditioned")
     task.add_argument("--max_new_tokens", type=positive_int, default=96, help="longest generated answer, in tokens")
     task.add_argument("--num_beams", type=positive_int, default=1, help="beam-search width when answering (1: greedy)")
-    task.add_argument("--max_generate_samples", type=non_negative_int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
+    task.add_argument("--max_generate_samples", type=non_negative_int, default=0,
+                      help="test QA pairs answered for BLEU/ROUGE/METEOR, evenly spaced over the test fold (default 0: all of them)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
     add_streaming_args(parser)
     add_training_args(parser)
