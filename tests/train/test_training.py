@@ -295,6 +295,34 @@ def test_kfold_runner_reports_mean_and_std(synthetic_dir, tmp_path):
     assert f"| top1 | {top1['mean']:.4f} | {top1['std']:.4f} |" in (tmp_path / "cv" / "kfold_summary.md").read_text()
 
 
+def test_leakage_audit_trains_both_protocols_on_one_split_and_tables_the_difference(synthetic_dir, tmp_path):
+    from emvision.train.leakage_audit import main
+
+    output_dir = tmp_path / "audit"
+    audit = main(["--num_folds", "5", "--fold", "1", "--output_dir", str(output_dir), "--hnf_args", f"--config_overrides {TINY_HNF}",
+                  "--mvaema_args", f"--config_overrides {TINY_MVAEMA} --max_generate_samples 4 --max_new_tokens 4 --max_eval_samples 16",
+                  "--", "--dataset", str(synthetic_dir), "--max_train_steps", "1", "--checkpointing_steps", "no", "--report_to", "none",
+                  "--per_device_train_batch_size", "8"])
+    markdown = (output_dir / "leakage_audit.md").read_text()
+    assert json.loads((output_dir / "leakage_audit.json").read_text()) == audit
+    assert "**synthetic data**" in markdown and "| metric | label-free | label-conditioned | difference | test set | chance level |" in markdown
+    for model, first_key in (("hnf", "top1"), ("mvaema", "bleu2")):
+        free, conditioned = (json.loads((output_dir / f"{model}_{protocol}" / "metrics.json").read_text())
+                             for protocol in ("label_free", "label_conditioned"))
+        assert (free["label_conditioned"], conditioned["label_conditioned"]) == (False, True)
+        assert free["split"] == conditioned["split"] and free["split"]["fold"] == 1  # one split for both protocols
+        rows = audit["models"][model]["rows"]
+        assert (rows[0]["key"], rows[0]["label_free"], rows[0]["label_conditioned"]) == (first_key, free[first_key], conditioned[first_key])
+        for row in rows:
+            assert row["difference"] == pytest.approx(row["label_conditioned"] - row["label_free"])
+            assert row["test_set"].split()[0].isdigit() and row["chance"] is not None
+        for protocol in ("label_free", "label_conditioned"):
+            card = (output_dir / f"{model}_{protocol}" / "README.md").read_text()
+            assert card.index("## Leakage audit") < card.index("## Limitations") and f"| {rows[0]['metric']} | " in card
+    assert audit["models"]["mvaema"]["rows"][-1]["test_set"].endswith("test images")  # zero-shot: no caption in either run
+    assert "--paper_protocol" in markdown and "--caption_protocol --eval_with_captions" in markdown
+
+
 # ---- what a run checks before its first step, and says in one line ------------------------------------
 
 def _script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> tuple[int, str]:
@@ -323,18 +351,21 @@ def _one_line_error(code: int, output: str, *expected: str) -> str:
     ("kfold.py", ["classify", "--num_folds", "5", "--folds", "0,7"], ["--folds", "0..4", "0,7"]),
     ("vqa.py", ["--checkpointing_steps", "0"], ["--checkpointing_steps", "'epoch', 'no' or a number"]),
     ("classify.py", ["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size", ">= 1"]),
+    ("leakage_audit.py", ["--models", "hnf,vit"], ["--models", "hnf, mvaema", "'hnf,vit'"]),
+    ("leakage_audit.py", ["--", "--paper_protocol"], ["--paper_protocol is set by leakage_audit.py"]),
+    ("leakage_audit.py", ["--num_folds", "4", "--fold", "4"], ["--fold", "0..3"]),
 ])
 def test_argument_mistakes_are_one_line_errors_at_parse_time(script, args, expected, tmp_path):
-    code, output = _script(script, *args, "--output_dir", str(tmp_path / "out"), cwd=tmp_path) if script != "kfold.py" else \
-        _script(script, *args, cwd=tmp_path)
+    code, output = _script(script, *args, "--output_dir", str(tmp_path / "out"), cwd=tmp_path) if script not in ("kfold.py", "leakage_audit.py") \
+        else _script(script, *args, cwd=tmp_path)
     _one_line_error(code, output, *expected)
     assert not (tmp_path / "out").exists(), "nothing is written before the arguments are right"
 
 
 def test_every_option_of_every_script_has_help():
-    from emvision.train import classify, kfold, pretrain_text_mlm, vqa
+    from emvision.train import classify, kfold, leakage_audit, pretrain_text_mlm, vqa
 
-    for module in (vqa, classify, kfold, pretrain_text_mlm):
+    for module in (vqa, classify, kfold, pretrain_text_mlm, leakage_audit):
         for action in module.build_parser()._actions:
             assert action.help and action.help.strip(), f"{module.__name__}: {action.option_strings or action.dest} has no --help text"
     code, output = _script("kfold.py", "--help")
