@@ -125,8 +125,9 @@ def main(argv=None) -> dict:
     from emvision.train.data.collators import ImageCollator
     from emvision.train.data.images import undecoded
     from emvision.train.data.sources import class_descriptions_from, description_sources, resolve_dataset
+    from emvision.train.data.split_record import image_folds, source_image_folds, split_of_run
     from emvision.train.data.splits import split_by_fold
-    from emvision.train.data.streaming import streamed_image_splits, streaming_training_loop
+    from emvision.train.data.streaming import fold_sets, streamed_image_splits, streaming_training_loop
     from emvision.train.evaluation.chance import CLASSIFICATION_CHANCE_NOTE
     from emvision.train.evaluation.classifier import evaluate_classifier
     from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
@@ -155,13 +156,19 @@ def main(argv=None) -> dict:
         streamed = streamed_image_splits(source, args, accelerator)
         class_names, (train_split, val_split, test_split) = streamed.class_names, (streamed.train, streamed.validation, streamed.test)
         num_train, make_loop = streamed.num_train_rows, streaming_training_loop
+        folds, train_folds = source_image_folds(source, streaming=True), fold_sets(args)[0]
+        train_ids = [image_id for image_id, fold in folds.items() if fold % args.num_folds in train_folds]  # the stream may read any
     else:
         images = undecoded(source.load("images"))  # the collator decodes: a copy for schema-2 images
         class_names = images.features["label"].names
         train_split, val_split, test_split = split_by_fold(images, args)
         num_train, make_loop = len(train_split), TrainingLoop.from_splits
+        folds, train_ids = image_folds(images), train_split["image_id"]
     accelerator.print(f"{source.name}: {num_train} train{' (streamed)' if args.streaming else ''} / {len(val_split)} validation / "
                       f"{len(test_split)} test images (fold {args.fold} of {args.num_folds})")
+    # before any training: a reused model that saw this test fold is refused
+    split = split_of_run(dataset=source.name, folds=folds, args=args, train_ids=train_ids, evaluated=[("--mvaema_model", args.mvaema_model)],
+                         log=accelerator.print)
 
     descriptions, descriptions_source = class_descriptions_from(source, class_names)
     model, image_processor = build_model(args, class_names, descriptions, descriptions_source)
@@ -206,6 +213,7 @@ def main(argv=None) -> dict:
         "hub_model_id": args.hub_model_id,
         "model": "ViT baseline (ViTForImageClassification at HNF's width and depth)" if args.baseline else "HNF",
         "class_descriptions_source": descriptions_source or "class names only",
+        "split": split.summary(),
         **results,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
         "epochs": round(state.global_step / loop.steps_per_epoch, 3),
@@ -232,7 +240,7 @@ def main(argv=None) -> dict:
         chance_note=CLASSIFICATION_CHANCE_NOTE,
         base_model=base,
     )
-    output_dir = save_model_folder(accelerator, model, image_processor, args.output_dir, card=card, metrics=metrics,
+    output_dir = save_model_folder(accelerator, model, image_processor, args.output_dir, card=card, metrics=metrics, split=split,
                                    lora_args=args if args.lora else None)
     accelerator.end_training()
     accelerator.print(

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--eval_with_captions", action="store_true", help="evaluate with captions too: metrics marked label-conditioned")
     task.add_argument("--max_new_tokens", type=positive_int, default=96, help="longest generated answer, in tokens")
     task.add_argument("--num_beams", type=positive_int, default=1, help="beam-search width when answering (1: greedy)")
-    task.add_argument("--max_generate_samples", type=non_negative_int, default=1000, help="test QA pairs answered for BLEU/ROUGE/METEOR (0 = all)")
+    task.add_argument("--max_generate_samples", type=non_negative_int, default=0,
+                      help="test QA pairs answered for BLEU/ROUGE/METEOR, evenly spaced over the test fold (default 0: all of them)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
     add_streaming_args(parser)
     add_training_args(parser)
@@ -179,6 +180,7 @@ def main(argv=None) -> dict:
     from emvision.train.data.collators import VQACollator
     from emvision.train.data.images import ImageTable
     from emvision.train.data.sources import resolve_dataset
+    from emvision.train.data.split_record import source_image_folds, split_of_run
     from emvision.train.data.splits import split_by_fold
     from emvision.train.data.streaming import streamed_vqa_rows, streaming_training_loop
     from emvision.train.evaluation.chance import VQA_CHANCE_NOTE
@@ -211,6 +213,9 @@ def main(argv=None) -> dict:
     vqa, labels_template = load_qa_pairs(source, args, accelerator.print)
     train_split, val_split, test_split = split_by_fold(vqa, args)
     accelerator.print(f"{source.name}: {len(train_split)} train / {len(val_split)} validation / {len(test_split)} test QA pairs (fold {args.fold} of {args.num_folds})")
+    # before any training: a base model that saw this test fold is refused (the images' folds: zero-shot reads them all)
+    split = split_of_run(dataset=source.name, folds=source_image_folds(source, args.streaming), args=args, train_ids=train_split["image_id"],
+                         log=accelerator.print)
 
     train_texts = [*train_split["question"], *train_split["answer"]]
     model, processor = build_model_and_processor(args, train_texts)
@@ -260,6 +265,7 @@ def main(argv=None) -> dict:
         "hub_model_id": args.hub_model_id,
         "model": "BLIP baseline (BlipForQuestionAnswering at MVaEMa's sizes)" if args.baseline else "MVaEMa",
         "train_caption_protocol": args.caption_protocol,
+        "split": split.summary(),
         **vqa_metrics,
         "zero_shot_classification": zero_shot,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
@@ -288,7 +294,8 @@ def main(argv=None) -> dict:
         chance_note=VQA_CHANCE_NOTE,
         base_model=base,
     )
-    output_dir = save_model_folder(accelerator, model, processor, args.output_dir, card=card, metrics=metrics, lora_args=args if args.lora else None)
+    output_dir = save_model_folder(accelerator, model, processor, args.output_dir, card=card, metrics=metrics, split=split,
+                                   lora_args=args if args.lora else None)
     accelerator.end_training()
     summary = " ".join(f"{k}={vqa_metrics[k]:.4f}" for k in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"))
     accelerator.print(

@@ -209,7 +209,7 @@ def test_lora_fine_tuning_of_a_released_model_offline_with_the_network_blocked(t
     assert "base_model" not in card.split("---", 2)[1], "a local base folder is not a Hub id"
     assert f"- Base model: the local folder `{base_dir}` (not on the Hub); it was trained on `" in card
     assert "`: synthetic images; question-answer pairs: oracle answers" in card  # the base's own data provenance
-    assert re.search(r"\| BLEU-2 \| [\d.]+ \| 4 test QA pairs \(of \d+ in the test fold\) \| [\d.]+ \|", card), card
+    assert re.search(r"\| BLEU-2 \| [\d.]+ \| 4 test QA pairs \(of \d+ in the test fold, evenly spaced\) \| [\d.]+ \|", card), card
 
     processor = AutoProcessor.from_pretrained(output_dir)
     inputs = processor(images=real_sem_images[3], text="What does the micrograph show?", answers="a sample", return_tensors="pt")
@@ -295,6 +295,34 @@ def test_kfold_runner_reports_mean_and_std(synthetic_dir, tmp_path):
     assert f"| top1 | {top1['mean']:.4f} | {top1['std']:.4f} |" in (tmp_path / "cv" / "kfold_summary.md").read_text()
 
 
+def test_leakage_audit_trains_both_protocols_on_one_split_and_tables_the_difference(synthetic_dir, tmp_path):
+    from emvision.train.leakage_audit import main
+
+    output_dir = tmp_path / "audit"
+    audit = main(["--num_folds", "5", "--fold", "1", "--output_dir", str(output_dir), "--hnf_args", f"--config_overrides {TINY_HNF}",
+                  "--mvaema_args", f"--config_overrides {TINY_MVAEMA} --max_generate_samples 4 --max_new_tokens 4 --max_eval_samples 16",
+                  "--", "--dataset", str(synthetic_dir), "--max_train_steps", "1", "--checkpointing_steps", "no", "--report_to", "none",
+                  "--per_device_train_batch_size", "8"])
+    markdown = (output_dir / "leakage_audit.md").read_text()
+    assert json.loads((output_dir / "leakage_audit.json").read_text()) == audit
+    assert "**synthetic data**" in markdown and "| metric | label-free | label-conditioned | difference | test set | chance level |" in markdown
+    for model, first_key in (("hnf", "top1"), ("mvaema", "bleu2")):
+        free, conditioned = (json.loads((output_dir / f"{model}_{protocol}" / "metrics.json").read_text())
+                             for protocol in ("label_free", "label_conditioned"))
+        assert (free["label_conditioned"], conditioned["label_conditioned"]) == (False, True)
+        assert free["split"] == conditioned["split"] and free["split"]["fold"] == 1  # one split for both protocols
+        rows = audit["models"][model]["rows"]
+        assert (rows[0]["key"], rows[0]["label_free"], rows[0]["label_conditioned"]) == (first_key, free[first_key], conditioned[first_key])
+        for row in rows:
+            assert row["difference"] == pytest.approx(row["label_conditioned"] - row["label_free"])
+            assert row["test_set"].split()[0].isdigit() and row["chance"] is not None
+        for protocol in ("label_free", "label_conditioned"):
+            card = (output_dir / f"{model}_{protocol}" / "README.md").read_text()
+            assert card.index("## Leakage audit") < card.index("## Limitations") and f"| {rows[0]['metric']} | " in card
+    assert audit["models"]["mvaema"]["rows"][-1]["test_set"].endswith("test images")  # zero-shot: no caption in either run
+    assert "--paper_protocol" in markdown and "--caption_protocol --eval_with_captions" in markdown
+
+
 # ---- what a run checks before its first step, and says in one line ------------------------------------
 
 def _script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> tuple[int, str]:
@@ -323,18 +351,21 @@ def _one_line_error(code: int, output: str, *expected: str) -> str:
     ("kfold.py", ["classify", "--num_folds", "5", "--folds", "0,7"], ["--folds", "0..4", "0,7"]),
     ("vqa.py", ["--checkpointing_steps", "0"], ["--checkpointing_steps", "'epoch', 'no' or a number"]),
     ("classify.py", ["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size", ">= 1"]),
+    ("leakage_audit.py", ["--models", "hnf,vit"], ["--models", "hnf, mvaema", "'hnf,vit'"]),
+    ("leakage_audit.py", ["--", "--paper_protocol"], ["--paper_protocol is set by leakage_audit.py"]),
+    ("leakage_audit.py", ["--num_folds", "4", "--fold", "4"], ["--fold", "0..3"]),
 ])
 def test_argument_mistakes_are_one_line_errors_at_parse_time(script, args, expected, tmp_path):
-    code, output = _script(script, *args, "--output_dir", str(tmp_path / "out"), cwd=tmp_path) if script != "kfold.py" else \
-        _script(script, *args, cwd=tmp_path)
+    code, output = _script(script, *args, "--output_dir", str(tmp_path / "out"), cwd=tmp_path) if script not in ("kfold.py", "leakage_audit.py") \
+        else _script(script, *args, cwd=tmp_path)
     _one_line_error(code, output, *expected)
     assert not (tmp_path / "out").exists(), "nothing is written before the arguments are right"
 
 
 def test_every_option_of_every_script_has_help():
-    from emvision.train import classify, kfold, pretrain_text_mlm, vqa
+    from emvision.train import classify, kfold, leakage_audit, pretrain_text_mlm, vqa
 
-    for module in (vqa, classify, kfold, pretrain_text_mlm):
+    for module in (vqa, classify, kfold, pretrain_text_mlm, leakage_audit):
         for action in module.build_parser()._actions:
             assert action.help and action.help.strip(), f"{module.__name__}: {action.option_strings or action.dest} has no --help text"
     code, output = _script("kfold.py", "--help")
@@ -398,13 +429,25 @@ def test_cards_tell_provenance_test_sizes_chance_and_the_real_epoch_fraction(tra
     assert metrics["epochs"] == pytest.approx(6 / steps_per_epoch, abs=1e-3)
     rows = re.findall(r"^\| (BLEU-2|ROUGE-L|METEOR|Zero-shot Top-1 accuracy) \| ([\d.]+) \| ([^|]+) \| ([\d.]+) \|$", card, flags=re.M)
     assert len(rows) == 4, card
-    assert rows[0][2].strip() == f"8 test QA pairs (of {metrics['num_test_pairs_in_fold']} in the test fold)"
+    assert rows[0][2].strip() == f"8 test QA pairs (of {metrics['num_test_pairs_in_fold']} in the test fold, evenly spaced)"
     assert rows[3][2].strip() == f"{metrics['zero_shot_classification']['num_images']} test images"
     assert float(rows[3][3]) == pytest.approx(0.1)  # 10 classes: a uniform guess is right 1 time in 10
     assert 0 < metrics["chance"]["rougeL"] < 1
     limitations = card.split("## Limitations", 1)[1].split("\n## ", 1)[0]
     assert "teacher" not in limitations and "Leakage" not in limitations  # oracle answers, label-free: neither applies
     assert set(metrics["data_provenance"]["teachers"]) == {"oracle-synthetic"}
+
+
+def test_vqa_figures_cover_the_whole_test_fold_unless_a_spaced_sample_is_asked_for():
+    from emvision.train.evaluation.vqa import spread_sample
+    from emvision.train.publishing.model_card import vqa_results
+    from emvision.train.vqa import parse_args
+
+    assert parse_args(["--output_dir", "unused"]).max_generate_samples == 0
+    assert spread_sample(1000, 0) == spread_sample(1000, 1000) == spread_sample(1000, 5000) == list(range(1000))
+    assert spread_sample(1000, 8) == [0, 125, 250, 375, 500, 625, 750, 875]  # 10 pairs per image: 8 different images
+    assert vqa_results({"bleu2": 0.5, "num_test_pairs": 1000, "num_test_pairs_in_fold": 1000})[0].test_set == \
+        "1000 test QA pairs (the whole test fold)"
 
 
 def test_trackers_default_to_those_installed():
@@ -482,6 +525,88 @@ def test_a_changed_dataset_folder_is_rebuilt_or_refused_never_reused(real_sem_im
 
     main([*common, "--overwrite_output_dir"])  # unchanged since: the copy is reused
     assert "which is unchanged (12 files): reused" in capsys.readouterr().out
+
+
+# ---- split records: a reused model is never evaluated on images it saw --------------------------------
+
+def test_a_model_folder_records_the_images_of_its_split(trained_vqa, synthetic_dir):
+    from datasets import load_from_disk
+
+    from emvision.train.data.split_record import ids_sha256
+
+    output_dir, metrics = trained_vqa
+    record = json.loads((output_dir / "split.json").read_text())
+    images = load_from_disk(str(synthetic_dir / "images")).remove_columns("image")
+    fold_of = dict(zip(images["image_id"], images["fold"]))
+    by_fold = {fold: sorted(i for i, f in fold_of.items() if f == fold) for fold in range(5)}
+    assert (record["fold"], record["num_folds"], record["seed"]) == (0, 5, 42)
+    assert record["validation_image_ids"] == by_fold[1]  # fold 0 tests, fold 1 validates, the rest train
+    assert set(record["train_image_ids"]) == {*by_fold[2], *by_fold[3], *by_fold[4]}
+    assert record["sha256"]["test"] == ids_sha256(by_fold[0]) and record["num_images"]["test"] == len(by_fold[0])
+    assert record["base_model"] is None and record["base_image_ids"] == [] and record["base_unrecorded"] is False
+    assert metrics["split"]["sha256"] == record["sha256"] and "train_image_ids" not in metrics["split"]
+    assert "listed in `split.json`" in (output_dir / "README.md").read_text()
+
+
+def test_classify_refuses_an_mvaema_model_that_saw_its_test_fold(trained_vqa, synthetic_dir, tmp_path, capsys):
+    """The tiny MVaEMa of ``trained_vqa`` trained on folds 2-4 and validated on fold 1 (``--fold 0``)."""
+    from emvision.train.classify import main
+    from emvision.train.loop.preflight import InputError
+
+    mvaema_dir, _ = trained_vqa
+    common = ["--dataset", str(synthetic_dir), "--config_overrides", TINY_HNF, "--mvaema_model", str(mvaema_dir),
+              "--max_train_steps", "1", "--checkpointing_steps", "no", *FAST]
+    code, output = _script("classify.py", *common, "--fold", "2", "--output_dir", str(tmp_path / "fold2"))
+    # the dataset is read first (the test fold's images are needed), so the run's first lines precede the error's one line
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    line = output.strip().splitlines()[-1]
+    for expected in (f"classify.py: error: --mvaema_model {mvaema_dir} saw ", "of this run's test fold 2 of 5", "in its training split",
+                     "trained with --fold 0 --num_folds 5 --seed 42", "train it on the same --fold 2 --num_folds 5 --seed 42",
+                     "or pass a model trained on other data"):
+        assert expected in line, line
+    counts = json.loads((mvaema_dir / "split.json").read_text())["num_images"]
+    assert re.search(r"saw (\d+) of the \1 images", line), line  # every image of fold 2 was a training image
+    assert not (tmp_path / "fold2" / "model.safetensors").exists(), "refused before training"
+    with pytest.raises(InputError, match="in the validation fold that chose its weights"):
+        main([*common, "--fold", "1", "--output_dir", str(tmp_path / "fold1")])
+
+    metrics = main([*common, "--fold", "0", "--output_dir", str(tmp_path / "fold0")])  # its own test fold: accepted
+    assert metrics["mvaema_zero_shot"]["num_images"] == counts["test"]
+    assert "cannot be checked" not in capsys.readouterr().out
+
+
+def test_a_fine_tuned_model_inherits_what_its_base_saw(trained_vqa, synthetic_dir, tmp_path):
+    from emvision.train.loop.preflight import InputError
+    from emvision.train.vqa import main
+
+    base_dir, _ = trained_vqa
+    with pytest.raises(InputError, match=r"--model_name_or_path .* saw \d+ of the \d+ images of this run's test fold 3 of 5"):
+        main(_vqa_args(synthetic_dir, tmp_path / "leaky", "--model_name_or_path", str(base_dir), "--fold", "3"))
+    assert not (tmp_path / "leaky" / "model.safetensors").exists()
+    # a base trained on other data (records, but none of these images): accepted, and the new record carries the base's images
+    foreign = tmp_path / "foreign_base"
+    shutil.copytree(base_dir, foreign)
+    record = json.loads((foreign / "split.json").read_text())
+    record["train_image_ids"], record["validation_image_ids"] = ["0" * 64], ["1" * 64]
+    (foreign / "split.json").write_text(json.dumps(record))
+    main(_vqa_args(synthetic_dir, tmp_path / "tuned", "--model_name_or_path", str(foreign), "--fold", "3", "--max_train_steps", "1",
+                   "--checkpointing_steps", "no", "--max_generate_samples", "2"))
+    tuned = json.loads((tmp_path / "tuned" / "split.json").read_text())
+    assert tuned["base_model"] == str(foreign) and tuned["base_image_ids"] == ["0" * 64, "1" * 64]
+
+
+def test_a_model_without_a_split_record_is_evaluated_with_a_warning(trained_vqa, tmp_path):
+    from argparse import Namespace
+
+    from emvision.train.data.split_record import check_reused_model
+
+    unrecorded = tmp_path / "hub_like"
+    shutil.copytree(trained_vqa[0], unrecorded)
+    (unrecorded / "split.json").unlink()
+    said = []
+    args = Namespace(fold=2, num_folds=5, seed=42)
+    assert check_reused_model("--mvaema_model", str(unrecorded), ["a" * 64], args, log=said.append) is None
+    assert len(said) == 1 and "has no split.json" in said[0] and "cannot be checked" in said[0]
 
 
 # ---- checkpoints: an incomplete or damaged one is named, and 'latest' falls back ----------------------

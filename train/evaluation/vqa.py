@@ -28,13 +28,21 @@ def generate_answers(accelerator, model, processor, rows, *, with_captions: bool
     return answers
 
 
+def spread_sample(num_rows: int, size: int) -> list[int]:
+    """``size`` row indices evenly spaced over ``num_rows`` (all of them when ``size`` is 0 or not smaller): a fold's
+    rows come grouped by image, so its first rows would be a few images of few classes, a spaced sample spans them."""
+    if not size or size >= num_rows:
+        return list(range(num_rows))
+    return [index * num_rows // size for index in range(size)]
+
+
 def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=None, images=None) -> dict:
-    """BLEU-2/4, ROUGE-1/2/L, METEOR of the model's answers on the test fold (the first --max_generate_samples
-    pairs), the number of pairs they were measured on and, given ``train_split``, their chance level.
-    ``images`` joins text rows to their images (schema version 2)."""
+    """BLEU-2/4, ROUGE-1/2/L, METEOR of the model's answers on the test fold (every pair by default; with
+    --max_generate_samples N, N pairs evenly spaced over it), the number of pairs they were measured on and, given
+    ``train_split``, their chance level. ``images`` joins text rows to their images (schema version 2)."""
     in_fold = len(test_split)
     if args.max_generate_samples and len(test_split) > args.max_generate_samples:
-        test_split = test_split.select(range(args.max_generate_samples))
+        test_split = test_split.select(spread_sample(len(test_split), args.max_generate_samples))
     predictions = generate_answers(
         accelerator, model, processor, test_split, with_captions=args.eval_with_captions,
         max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, batch_size=args.per_device_eval_batch_size, images=images,

@@ -222,7 +222,8 @@ def training_procedure_markdown(args, state, num_processes: int, steps_per_epoch
         f"validation loss; at most {args.num_train_epochs} epochs" + (f", capped at {args.max_train_steps} optimizer steps" if args.max_train_steps else ""),
         f"- Ran {epochs_markdown(state.global_step, steps_per_epoch)}; best validation weights restored",
         *details,
-        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}",
+        f"- Cross-validation: fold {args.fold} of {args.num_folds}, seed {args.seed}; the images of the training and validation "
+        "splits are listed in `split.json`, and emvision refuses to evaluate this model on a test fold that holds any of them",
     ]
     if getattr(args, "lora", False):
         lines.append(f"- LoRA adapters: rank {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout}")
@@ -399,7 +400,8 @@ def classification_results(summary: dict, key_prefix: str = "") -> list[Result]:
 def vqa_results(metrics: dict) -> list[Result]:
     """The card rows of ``evaluation.vqa.evaluate_vqa``'s BLEU/ROUGE/METEOR."""
     pairs, in_fold = metrics["num_test_pairs"], metrics.get("num_test_pairs_in_fold", metrics["num_test_pairs"])
-    test_set = f"{pairs} test QA pair{'s' if pairs != 1 else ''}" + (f" (of {in_fold} in the test fold)" if in_fold > pairs else "")
+    test_set = f"{pairs} test QA pair{'s' if pairs != 1 else ''}" + (
+        f" (of {in_fold} in the test fold, evenly spaced)" if in_fold > pairs else " (the whole test fold)")
     chance = metrics.get("chance", {})
     return [Result(key, metrics[key], test_set, chance.get(key)) for key in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor")
             if isinstance(metrics.get(key), float)]

@@ -1,4 +1,5 @@
-"""Writing the finished model folder: weights, config, processor, remote code, metrics, model card.
+"""Writing the finished model folder: weights, config, processor, remote code, metrics, model card and the split
+record (``split.json``: which images the model saw, see ``train/data/split_record.py``).
 
 The folder written here is exactly what ``--push_to_hub`` uploads (checkpoints excluded).
 """
@@ -9,7 +10,7 @@ import json
 from pathlib import Path
 
 
-def save_model_folder(accelerator, model, processor, output_dir: str | Path, *, card, metrics: dict, lora_args=None) -> Path:
+def save_model_folder(accelerator, model, processor, output_dir: str | Path, *, card, metrics: dict, split=None, lora_args=None) -> Path:
     """Save everything a user (or the Hub) needs into ``output_dir``; main process only."""
     output_dir = Path(output_dir)
     accelerator.wait_for_everyone()
@@ -27,7 +28,11 @@ def save_model_folder(accelerator, model, processor, output_dir: str | Path, *, 
                 processor.save_pretrained(merged_dir)
             card.save(merged_dir / "README.md")
             (merged_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            if split is not None:
+                split.save(merged_dir)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         card.save(output_dir / "README.md")
+        if split is not None:
+            split.save(output_dir)
     accelerator.wait_for_everyone()
     return output_dir
