@@ -207,6 +207,9 @@ def main(argv=None) -> dict:
         model = build_vit_baseline(model.config)
         descriptions, descriptions_source = None, None  # a plain ViT reads pixels only
         accelerator.print("Baseline: transformers' ViTForImageClassification at HNF's width and depth")
+    elif not model.config.use_text_branch:
+        descriptions, descriptions_source = None, None  # without the text branch no description is read
+        accelerator.print("HNF without its text branch (--recipe fast's default; --config_overrides use_text_branch=true adds it)")
     label_conditioned = bool(getattr(model, "label_conditioned", False))
     if args.lora:
         model = apply_lora(model, args, log=accelerator.print)
@@ -242,7 +245,8 @@ def main(argv=None) -> dict:
         "base_model": base.to_json() if base else None,
         "hub_model_id": args.hub_model_id,
         "model": "ViT baseline (ViTForImageClassification at HNF's width and depth)" if args.baseline else "HNF",
-        "class_descriptions_source": descriptions_source or "class names only",
+        "class_descriptions_source": descriptions_source or (
+            "class names only" if getattr(model.config, "use_text_branch", False) else "none (no text branch)"),
         **results,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
         "epochs": round(state.global_step / loop.steps_per_epoch, 3),
@@ -261,8 +265,11 @@ def main(argv=None) -> dict:
         repo_id=args.hub_model_id or Path(args.output_dir).name,
         provenance=provenance,
         training_procedure=training_procedure_markdown(args, state, accelerator.num_processes, loop.steps_per_epoch, base=base, details=[
-            f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF"
-        ] if args.text_model_name_or_path else ()),
+            f"- Recipe `{args.recipe}`; augmentation of training batches: "
+            + ("random flip x quarter turn and brightness/contrast jitter (+-15%)" if args.augment else "none"),
+            *([f"- Text encoder initialised from `{args.text_model_name_or_path}` (MLM domain pre-training), fine-tuned inside HNF"]
+              if args.text_model_name_or_path else []),
+        ]),
         results=classification_results(results),
         label_conditioned=label_conditioned,
         protocol_note=metrics["protocol"],
