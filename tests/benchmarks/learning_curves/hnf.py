@@ -175,9 +175,9 @@ def plot(results: dict, path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in results["runs"]:
-        xs = [0] + [p["train_cpu_s"] for p in run["curve"]]
+        xs = [p["train_cpu_s"] for p in run["curve"]]
         for axis, key in zip(axes, ("top1", "macro_f1")):
-            axis.plot(xs, [results["chance"]] + [p[key] for p in run["curve"]], marker="o", label=run["label"])
+            axis.plot(xs, [p[key] for p in run["curve"]], marker="o", label=run["label"])
     for axis, key in zip(axes, ("test top-1", "test macro-F1")):
         axis.axhline(FLOOR, color="k", linestyle="--", linewidth=1, label=f"floor {FLOOR}")
         axis.axhline(results["chance"], color="gray", linestyle=":", linewidth=1, label="chance")
