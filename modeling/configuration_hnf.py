@@ -16,6 +16,7 @@ except ImportError:  # loaded as Hub remote code without emvision: a saved confi
 
 IMAGE_ENCODERS = ("hnf", "vit")
 FUSIONS = ("cross_attention", "concat")
+FUSION_DIRECTIONS = ("bidirectional", "image_to_text")
 TEXT_CONDITIONINGS = ("all_classes", "paper_label_conditioned")
 ODE_FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ODE_ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -30,7 +31,7 @@ DEFAULT_TEXT_CONFIG = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "intermediate_size": 256,
-    "max_position_embeddings": 512,
+    "max_position_embeddings": 1024,  # whole descriptions: the synthetic set's run to ~1,000 bytes
     "hidden_dropout_prob": 0.1,
     "attention_probs_dropout_prob": 0.1,
     "pad_token_id": 0,
@@ -94,7 +95,8 @@ class HNFConfig(PretrainedConfig):
     only to audit the paper's figure.
 
     Ablations of the paper: `image_encoder="vit"` (no HNF: a plain ViT on `patch_sizes[0]` with the same
-    depth), `use_text_branch=False` (no LLM text), `fusion="concat"` (no cross-modal attention: the image
+    depth), `use_text_branch=False` (no LLM text), `use_ode=False` (a transformer block instead of the ODE),
+    `use_graph_branch=False` (no graph), `fusion="concat"` (no cross-modal attention: the image
     embedding concatenated with the mean text embedding) and `multi_scale=False` (every layer uses
     `patch_sizes[0]`).
 
@@ -121,8 +123,19 @@ class HNFConfig(PretrainedConfig):
         image_encoder (`str`, defaults to `"hnf"`): `"hnf"` or `"vit"` (ablation).
         multi_scale (`bool`, defaults to `True`): `False` uses `patch_sizes[0]` in every layer (ablation).
         use_text_branch (`bool`, defaults to `True`): `False` drops the text side (ablation).
+        use_ode (`bool`, defaults to `True`): `False` replaces each layer's bidirectional ODE by one pre-norm
+            transformer block (attention + MLP with residuals) of the same width (ablation "without the ODE").
+        use_graph_branch (`bool`, defaults to `True`): `False` drops the graph branch; the gate then passes the
+            sequence expert alone (ablation "without the graph").
         fusion (`str`, defaults to `"cross_attention"`): `"cross_attention"` or `"concat"` (ablation).
         fusion_num_heads (`int`, defaults to 4): Heads of the cross-modal attention.
+        fusion_direction (`str`, defaults to `"bidirectional"`): `"bidirectional"` (the paper's "Query, Key, Value
+            projections for both modalities"): each description embedding first attends over the last layer's
+            patch nodes (graph-branch output), so the text side depends on the image, then the image embedding
+            attends over these image-conditioned descriptions. `"image_to_text"`: only the second attention, over
+            description embeddings that do not depend on the image (with label-free descriptions they act as
+            fixed class prototypes). A saved config without this field predates it and loads as
+            `"image_to_text"`, the form its weights were trained in.
         text_conditioning (`str`, defaults to `"all_classes"`): `"all_classes"` (label-free) or
             `"paper_label_conditioned"` (needs labels; outputs are marked).
         text_config (`dict` or `PretrainedConfig`, *optional*): Config of the text encoder. Defaults to a
@@ -134,9 +147,10 @@ class HNFConfig(PretrainedConfig):
             `id2label` needs at least one).
         class_descriptions_source (`str`, *optional*): Where the descriptions came from (an LLM's name,
             `"oracle-synthetic"`, `"human"`); kept for model cards and metrics.
-        description_max_length (`int`, defaults to 256): Tokens kept per description. With the byte-level default
-            that is the first ~40 words; the WordPiece tokenizer of train/pretrain_text_mlm.py fits ~200 words.
-            The text encoder runs at every training step, so its cost grows with this length (quadratically).
+        description_max_length (`int`, *optional*): Tokens kept per description; defaults to the text encoder's
+            `max_position_embeddings` (1024 bytes for the byte-level default, which holds every description of the
+            synthetic set whole; 512 WordPiece tokens, ~400 words, for train/pretrain_text_mlm.py's encoder). The
+            text encoder runs at every training step, so its cost grows with this length (quadratically).
     """
 
     model_type = "hnf"
@@ -169,14 +183,17 @@ class HNFConfig(PretrainedConfig):
         image_encoder="hnf",
         multi_scale=True,
         use_text_branch=True,
+        use_ode=True,
+        use_graph_branch=True,
         fusion="cross_attention",
         fusion_num_heads=4,
+        fusion_direction="bidirectional",
         text_conditioning="all_classes",
         text_config=None,
         text_model_name_or_path=None,
         class_descriptions=None,
         class_descriptions_source=None,
-        description_max_length=256,
+        description_max_length=None,
         **kwargs,
     ):
         if kwargs.get("id2label") is None and kwargs.get("num_labels") is None and SEM_CATEGORIES:
@@ -206,18 +223,31 @@ class HNFConfig(PretrainedConfig):
         self.image_encoder = image_encoder
         self.multi_scale = multi_scale
         self.use_text_branch = use_text_branch
+        self.use_ode = use_ode
+        self.use_graph_branch = use_graph_branch
         self.fusion = fusion
         self.fusion_num_heads = fusion_num_heads
+        self.fusion_direction = fusion_direction
         self.text_conditioning = text_conditioning
         self.text_model_name_or_path = text_model_name_or_path
         self.class_descriptions = (
             {name: list(texts) for name, texts in class_descriptions.items()} if class_descriptions else None
         )
         self.class_descriptions_source = class_descriptions_source
-        self.description_max_length = description_max_length
         self.text_config = self._build_text_config(text_config, text_model_name_or_path)
+        if description_max_length is None:
+            description_max_length = getattr(self.text_config, "max_position_embeddings", None) or 512
+        self.description_max_length = int(description_max_length)
         super().__init__(**kwargs)
         self._validate()
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """A saved config without `fusion_direction` was written before the field existed, when the only form was
+        `"image_to_text"`: it loads as such, so its weights keep meaning what they meant."""
+        if "fusion_direction" not in config_dict:
+            config_dict = {**config_dict, "fusion_direction": "image_to_text"}
+        return super().from_dict(config_dict, **kwargs)
 
     @staticmethod
     def _build_text_config(text_config, text_model_name_or_path):
@@ -264,6 +294,7 @@ class HNFConfig(PretrainedConfig):
 
         check_choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
         check_choice("fusion", self.fusion, FUSIONS)
+        check_choice("fusion_direction", self.fusion_direction, FUSION_DIRECTIONS)
         check_choice("text_conditioning", self.text_conditioning, TEXT_CONDITIONINGS)
         check_choice("ode_method", self.ode_method, ODE_FIXED_STEP_METHODS + ODE_ADAPTIVE_METHODS)
         if not self.patch_sizes:

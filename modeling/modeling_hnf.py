@@ -111,16 +111,20 @@ class HNFExpert(nn.Module):
 
 class HNFModalityGate(nn.Module):
     """Mixture of experts over the two modalities: a softmax gate, computed from both summaries, weighs a
-    sequence expert (on the CLS summary) against a graph expert (on the virtual-node summary)."""
+    sequence expert (on the CLS summary) against a graph expert (on the virtual-node summary). Without the
+    graph branch (`use_graph_branch=False`) the sequence expert passes alone, with gate weights (1, 0)."""
 
     def __init__(self, config: HNFConfig):
         super().__init__()
         self.sequence_expert = HNFExpert(config)
-        self.graph_expert = HNFExpert(config)
-        self.router = nn.Linear(2 * config.hidden_size, 2)
+        self.graph_expert = HNFExpert(config) if config.use_graph_branch else None
+        self.router = nn.Linear(2 * config.hidden_size, 2) if config.use_graph_branch else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, cls_summary: torch.Tensor, virtual_summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, cls_summary: torch.Tensor, virtual_summary: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph_expert is None:
+            gate_weights = cls_summary.new_tensor([1.0, 0.0]).expand(cls_summary.shape[0], 2)
+            return self.norm(self.sequence_expert(cls_summary)), gate_weights
         gate_weights = self.router(torch.cat([cls_summary, virtual_summary], dim=-1)).softmax(dim=-1)  # (B, 2)
         expert_outputs = torch.stack([self.sequence_expert(cls_summary), self.graph_expert(virtual_summary)], dim=1)
         return self.norm((gate_weights.unsqueeze(-1) * expert_outputs).sum(dim=1)), gate_weights
@@ -133,27 +137,37 @@ class HNFLayer(GradientCheckpointingLayer):
         super().__init__()
         self.patch_embedding = HNFPatchEmbedding(config, config.layer_patch_sizes[layer_idx])
         self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.sequence_branch = HNFBidirectionalODE(config)
+        self.sequence_branch = HNFBidirectionalODE(config) if config.use_ode else HNFTransformerBlock(config)
         self.sequence_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.graph_branch = HNFGraphBlock(config, config.num_neighbors[layer_idx])
-        self.graph_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.use_graph_branch:
+            self.graph_branch = HNFGraphBlock(config, config.num_neighbors[layer_idx])
+            self.graph_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.graph_branch = self.graph_norm = None
         self.gate = HNFModalityGate(config)
 
     def forward(
         self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor, keep_tokens: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """cls_token, virtual_token: (B, d). Returns the gate output (B, d), the gate weights (B, 2) and, with
-        `keep_tokens`, the sequence branch's token states (B, N + 1, d) [patches, CLS]."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """cls_token, virtual_token: (B, d). Returns the gate output (B, d), the gate weights (B, 2), with
+        `keep_tokens` the sequence branch's token states (B, N + 1, d) [patches, CLS], and the graph branch's
+        patch nodes (B, N, d)."""
         patch_content, patch_tokens = self.patch_embedding(pixel_values)
         sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
         # only the CLS leaves the layer, so the ODE merges only that position unless every token is asked for
-        tokens = self.sequence_branch(sequence, keep=slice(None) if keep_tokens else slice(-1, None))
+        if isinstance(self.sequence_branch, HNFBidirectionalODE):
+            tokens = self.sequence_branch(sequence, keep=slice(None) if keep_tokens else slice(-1, None))
+        else:  # "without the ODE" ablation: one transformer block
+            tokens = self.sequence_branch(sequence)
         cls_summary = self.sequence_norm(tokens[:, -1])
+        if self.graph_branch is None:  # "without the graph" ablation: the patch embeddings stand for the nodes
+            summary, gate_weights = self.gate(cls_summary, None)
+            return summary, gate_weights, tokens if keep_tokens else None, patch_tokens
         nodes = torch.cat([patch_tokens, virtual_token.unsqueeze(1)], dim=1)  # [patches, virtual node]
         nodes, _ = self.graph_branch(patch_content, nodes)
         virtual_summary = self.graph_norm(nodes[:, -1])
         summary, gate_weights = self.gate(cls_summary, virtual_summary)
-        return summary, gate_weights, tokens if keep_tokens else None
+        return summary, gate_weights, tokens if keep_tokens else None, nodes[:, :-1]
 
 
 class HNFHierarchicalEncoder(nn.Module):
@@ -166,17 +180,18 @@ class HNFHierarchicalEncoder(nn.Module):
         self.virtual_token = nn.Parameter(torch.zeros(1, config.hidden_size))
         self.layers = nn.ModuleList([HNFLayer(config, index) for index in range(config.num_hidden_layers)])
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple, tuple | None]:
-        """The image embedding (B, d), the gate weights per layer and, when asked, each layer's token states."""
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple, tuple | None, torch.Tensor]:
+        """The image embedding (B, d), the gate weights per layer, when asked each layer's token states, and the
+        last layer's patch nodes (B, N, d), which the text side of the bidirectional fusion reads."""
         batch = pixel_values.shape[0]
         cls_token, virtual_token = self.cls_token.expand(batch, -1), self.virtual_token.expand(batch, -1)
         token_states, gate_weights = [], []
         for layer in self.layers:
-            summary, weights, tokens = layer(pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states)
+            summary, weights, tokens, patch_states = layer(pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states)
             cls_token = virtual_token = summary
             token_states.append(tokens)
             gate_weights.append(weights)
-        return summary, tuple(gate_weights), tuple(token_states) if output_hidden_states else None
+        return summary, tuple(gate_weights), tuple(token_states) if output_hidden_states else None, patch_states
 
 
 class HNFTransformerBlock(GradientCheckpointingLayer):
@@ -204,22 +219,55 @@ class HNFViTEncoder(nn.Module):
         self.layers = nn.ModuleList([HNFTransformerBlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, None, tuple | None]:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, None, tuple | None, torch.Tensor]:
+        """As `HNFHierarchicalEncoder.forward`; the patch states are the last block's patch tokens."""
         _, tokens = self.patch_embedding(pixel_values)
         tokens = torch.cat([tokens, self.cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
         token_states = []
         for layer in self.layers:
             tokens = layer(tokens)
             token_states.append(tokens)
-        return self.norm(tokens[:, -1]), None, tuple(token_states) if output_hidden_states else None
+        return self.norm(tokens[:, -1]), None, tuple(token_states) if output_hidden_states else None, tokens[:, :-1]
 
 
-class HNFCrossModalAttention(nn.Module):
-    """Multi-head attention from the image embedding (query) over the description embeddings (keys, values)."""
+class HNFTextToImageAttention(nn.Module):
+    """Multi-head attention from every description embedding (queries) over one image's patch nodes (keys,
+    values), with a residual: the text side of the bidirectional fusion, image-conditioned descriptions."""
 
     def __init__(self, config: HNFConfig):
         super().__init__()
         self.num_heads = config.fusion_num_heads
+        self.query_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.patch_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key_value = nn.Linear(config.hidden_size, 2 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, text_embeds: torch.Tensor, patch_states: torch.Tensor) -> torch.Tensor:
+        """text_embeds (D, d), patch_states (B, N, d) -> per-image description states (B, D, d)."""
+        batch, _, width = patch_states.shape
+        heads, head_dim = self.num_heads, width // self.num_heads
+        query = self.query(self.query_norm(text_embeds)).view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, D, hd)
+        key, value = self.key_value(self.patch_norm(patch_states)).view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(query.expand(batch, -1, -1, -1), key, value)  # (B, h, D, hd)
+        attended = attended.transpose(1, 2).reshape(batch, -1, width)
+        return self.norm(text_embeds.unsqueeze(0) + self.dropout(self.out_proj(attended)))
+
+
+class HNFCrossModalAttention(nn.Module):
+    """Multi-head attention from the image embedding (query) over the description embeddings (keys, values).
+
+    With `fusion_direction="bidirectional"` the descriptions first attend over the image's patch nodes
+    (`text_to_image`), so the keys and values the image then reads depend on the image. The image-to-text
+    weights keep the names of the one-way form, which is this module without `text_to_image`.
+    """
+
+    def __init__(self, config: HNFConfig):
+        super().__init__()
+        self.num_heads = config.fusion_num_heads
+        self.text_to_image = HNFTextToImageAttention(config) if config.fusion_direction == "bidirectional" else None
         self.query_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.text_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
@@ -229,14 +277,21 @@ class HNFCrossModalAttention(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(
-        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor | None = None
+        self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_mask: torch.Tensor | None = None,
+        patch_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """image_embeds (B, d), text_embeds (D, d), text_mask (B, D) of bools (True = may attend) -> (B, d)."""
+        """image_embeds (B, d), text_embeds (D, d), text_mask (B, D) of bools (True = may attend), patch_states
+        (B, N, d) (the bidirectional form reads them) -> (B, d)."""
         batch, width = image_embeds.shape
         head_dim = width // self.num_heads
+        if self.text_to_image is not None:
+            if patch_states is None:
+                raise ValueError("bidirectional cross-modal attention needs the image's patch states")
+            text = self.text_to_image(text_embeds, patch_states)  # (B, D, d)
+        else:
+            text = text_embeds.unsqueeze(0).expand(batch, -1, -1)
         query = self.query(self.query_norm(image_embeds)).view(batch, self.num_heads, 1, head_dim)
-        key, value = self.key_value(self.text_norm(text_embeds)).view(-1, 2, self.num_heads, head_dim).permute(1, 2, 0, 3)
-        key, value = key.unsqueeze(0).expand(batch, -1, -1, -1), value.unsqueeze(0).expand(batch, -1, -1, -1)
+        key, value = self.key_value(self.text_norm(text)).view(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         attn_mask = None if text_mask is None else text_mask[:, None, None, :]
         attended = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask).reshape(batch, width)
         return self.norm(image_embeds + self.dropout(self.out_proj(attended)))
@@ -340,8 +395,10 @@ class HNFModel(HNFPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if conditioning_labels is not None and self.text_encoder is None:
             raise ValueError("conditioning_labels were given but this model has no text branch")
-        image_embeds, gate_weights, token_states = self.image_encoder(pixel_values, output_hidden_states=bool(output_hidden_states))
-        fused, text_embeds = self._fuse(image_embeds, conditioning_labels)
+        image_embeds, gate_weights, token_states, patch_states = self.image_encoder(
+            pixel_values, output_hidden_states=bool(output_hidden_states)
+        )
+        fused, text_embeds = self._fuse(image_embeds, conditioning_labels, patch_states)
 
         output = HNFModelOutput(
             pooler_output=fused,
@@ -353,7 +410,8 @@ class HNFModel(HNFPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _fuse(self, image_embeds: torch.Tensor, conditioning_labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _fuse(self, image_embeds: torch.Tensor, conditioning_labels: torch.Tensor | None,
+              patch_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fused embedding (B, fused_size) and the description embeddings (D, d), if there is a text branch."""
         if self.text_encoder is None:
             return image_embeds, None
@@ -363,7 +421,7 @@ class HNFModel(HNFPreTrainedModel):
             labels = conditioning_labels.to(self.text_encoder.description_labels.device)
             text_mask = self.text_encoder.description_labels.unsqueeze(0) == labels.unsqueeze(1)  # (B, D)
         if self.fusion is not None:
-            return self.fusion(image_embeds, text_embeds, text_mask), text_embeds
+            return self.fusion(image_embeds, text_embeds, text_mask, patch_states), text_embeds
         # "concat" ablation: the image embedding beside the mean of the visible description embeddings
         if text_mask is None:
             visible = torch.ones(image_embeds.shape[0], text_embeds.shape[0], dtype=text_embeds.dtype, device=text_embeds.device)

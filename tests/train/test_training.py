@@ -248,7 +248,8 @@ def test_classify_script_trains_hnf_and_uploads_the_model_folder(synthetic_dir, 
     FakeHfApi.calls = []
     output_dir = tmp_path / "hnf"
     metrics = main([
-        "--dataset", str(synthetic_dir), "--output_dir", str(output_dir), "--config_overrides", TINY_HNF, "--max_train_steps", "4",
+        "--dataset", str(synthetic_dir), "--output_dir", str(output_dir), "--config_overrides", TINY_HNF + ",use_text_branch=true",
+        "--max_train_steps", "4",
         "--push_to_hub", "--hub_model_id", "lab/hnf-test", *FAST,
     ])
     assert metrics["label_conditioned"] is False and metrics["synthetic_data"] is True

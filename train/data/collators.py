@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .augmentation import augment_micrographs
 from .images import ImageTable, PixelValues, is_model_ready_row
 
 
@@ -74,12 +75,19 @@ class VQAPromptCollator:
 
 
 class ImageCollator:
-    """Rows of the ``images`` subset -> ``pixel_values`` and ``labels``."""
+    """Rows of the ``images`` subset -> ``pixel_values`` and ``labels``.
 
-    def __init__(self, image_processor):
+    ``augment=True`` (training batches only) applies ``augmentation.augment_micrographs``, drawing from torch's
+    global generator, which the training loop reseeds at every step.
+    """
+
+    def __init__(self, image_processor, augment: bool = False):
         self.image_processor = image_processor
         self.pixels = PixelValues(image_processor)
+        self.augment = augment
 
     def __call__(self, rows: list[dict]) -> dict:
         pixel_values = self.pixels([row["image"] for row in rows], [is_model_ready_row(row) for row in rows])
+        if self.augment:
+            pixel_values = augment_micrographs(pixel_values)
         return {"pixel_values": pixel_values, "labels": torch.tensor([row["label"] for row in rows])}

@@ -218,7 +218,8 @@ def streamed_vqa_rows(source: DatasetSource, train_text: Dataset, args, accelera
     return StreamedSplits(train, None, None, stream.features["label"].names, images=ImageTable(evaluation))
 
 
-def streaming_training_loop(accelerator, args, model, train_rows: StreamingTrainingRows, val_split, collate, project: str):
+def streaming_training_loop(accelerator, args, model, train_rows: StreamingTrainingRows, val_split, collate, project: str,
+                            eval_collate=None):
     """``TrainingLoop.from_splits`` for a stream: the same Adam and validation loader; the training loader is
     this process's stream (split by ``split_dataset_by_node``, so Accelerate only places its batches on the device)."""
     from accelerate.data_loader import prepare_data_loader
@@ -228,7 +229,8 @@ def streaming_training_loop(accelerator, args, model, train_rows: StreamingTrain
 
     train_loader = DataLoader(train_rows, batch_size=args.per_device_train_batch_size, collate_fn=collate, num_workers=args.num_workers,
                               drop_last=len(train_rows) > args.per_device_train_batch_size)
-    val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
+    val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate or collate,
+                            num_workers=args.num_workers)
     # as TrainingLoop.from_splits
     optimizer = build_optimizer(model, args)
     model, optimizer, val_loader = accelerator.prepare(model, optimizer, val_loader)
