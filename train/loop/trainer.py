@@ -41,7 +41,7 @@ from .checkpoints import (
 from .preflight import InputError
 from .protocol import EarlyStopping
 from .schedule import LearningRateSchedule, build_optimizer
-from .reproducibility import EpochShuffleSampler, seed_everything
+from .reproducibility import EpochShuffleSampler, ImageQuestionSampler, seed_everything
 
 Collate = Callable[[list[dict]], dict]
 
@@ -113,12 +113,16 @@ class TrainingLoop:
         self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
 
     @classmethod
-    def from_splits(cls, accelerator: Accelerator, args, model, train_split, val_split, collate: "Collate", project: str) -> "TrainingLoop":
-        """The data loaders and the optimizer (``--optimizer``) for ``model``, prepared by Accelerate, trackers started."""
-        sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
+    def from_splits(cls, accelerator: Accelerator, args, model, train_split, val_split, collate: "Collate", project: str,
+                    eval_collate: "Collate | None" = None, sampler: "EpochShuffleSampler | ImageQuestionSampler | None" = None) -> "TrainingLoop":
+        """The data loaders and the optimizer (``--optimizer``) for ``model``, prepared by Accelerate, trackers started.
+        ``eval_collate`` (default: ``collate``) builds the validation batches, e.g. without the training augmentation;
+        ``sampler`` (default: every training row once per epoch) orders the training rows."""
+        sampler = EpochShuffleSampler(len(train_split), seed=args.seed) if sampler is None else sampler
         train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
-                                  num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
-        val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=collate, num_workers=args.num_workers)
+                                  num_workers=args.num_workers, drop_last=len(sampler) > args.per_device_train_batch_size)
+        val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate or collate,
+                                num_workers=args.num_workers)
         optimizer = build_optimizer(model, args)
         model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
         if accelerator.is_main_process:
