@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from emvision.train.loop.arguments import (
     default_output_dir,
     non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
@@ -60,10 +62,10 @@ BASELINE_CARD_NOTE = (
 RECIPES = {
     "fast": {"optimizer": "adamw", "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
-             "synthetic_num_images": 4000},
+             "vision_pretrain_steps": 600, "synthetic_num_images": 4000},
     "paper": {"optimizer": "adam", "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "sampling": "rows", "basics_weight": 1.0, "image_label_loss_weight": 0.0, "augment": False,
-              "synthetic_num_images": 1000},
+              "vision_pretrain_steps": 0, "synthetic_num_images": 1000},
 }
 QUICK_START_STEPS = {"fast": 1200, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = RECIPES["fast"]["synthetic_num_images"]
@@ -93,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--sampling image: how much more often the Basics question (which names the category) is drawn")
     task.add_argument("--image_label_loss_weight", type=non_negative_float, default=2.0,
                       help="weight of the auxiliary class loss on the image [CLS] (training labels; 0: the paper's losses only)")
+    task.add_argument("--vision_pretrain_steps", type=non_negative_int, default=600,
+                      help="stage 1: steps of the image encoder + class head alone on the augmented training images "
+                      "(train/loop/vision_pretraining.py) before the full training; needs --image_label_loss_weight > 0")
+    task.add_argument("--vision_pretrain_learning_rate", type=positive_float, default=2e-3, help="stage 1's peak learning rate")
+    task.add_argument("--vision_pretrain_batch_size", type=positive_int, default=64, help="stage 1's batch of images")
     task.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                       help="flip/rotate and jitter the training images (never the validation or test images; not with --streaming)")
     task.add_argument("--max_new_tokens", type=positive_int, default=96, help="longest generated answer, in tokens")
@@ -120,6 +127,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.baseline and (args.model_name_or_path or args.vision_model_name_or_path or args.text_model_name_or_path or args.lora):
         parser.error("--baseline builds a new BLIP from scratch: it cannot be combined with --model_name_or_path, "
                      "--vision_model_name_or_path, --text_model_name_or_path or --lora")
+    if args.vision_pretrain_steps and not args.image_label_loss_weight and not args.baseline:
+        parser.error("--vision_pretrain_steps trains the image encoder's class head: it needs --image_label_loss_weight > 0 "
+                     "(or --vision_pretrain_steps 0)")
     if args.output_dir is None:
         args.output_dir = default_output_dir("vqa")
     apply_step_budget(args, QUICK_START_STEPS[args.recipe])
@@ -207,6 +217,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     preflight(args)
 
+    import torch
+
     from emvision.train.baselines import count_parameters
     from emvision.train.data.collators import VQACollator
     from emvision.train.data.images import ImageTable
@@ -240,7 +252,8 @@ def main(argv=None) -> dict:
             f"Embedded synthetic set, quick-start budget of {args.max_train_steps} optimizer steps "
             "(pass --max_train_steps 0 for the full schedule)"
         )
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
+    vision_pretraining = None
     source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
     vqa, labels_template = load_qa_pairs(source, args, accelerator.print)
     train_split, val_split, test_split = split_by_fold(vqa, args)
@@ -259,6 +272,15 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
+    if args.vision_pretrain_steps and not (args.baseline or args.streaming or args.resume_from_checkpoint or args.model_name_or_path):
+        from emvision.train.loop.vision_pretraining import pretrain_image_encoder
+
+        train_images, _, _ = split_by_fold(source.load("images"), args)
+        vision_pretraining = pretrain_image_encoder(
+            model, train_images, processor.image_processor, steps=args.vision_pretrain_steps, batch_size=args.vision_pretrain_batch_size,
+            learning_rate=args.vision_pretrain_learning_rate, weight_decay=args.weight_decay, seed=args.seed,
+            device=accelerator.device, log=accelerator.print)
+        accelerator.print(f"vision pre-training: {vision_pretraining['steps']} steps, {vision_pretraining['cpu_seconds']:.0f} CPU-s")
     if args.streaming:  # the images streamed and joined to the training folds' text rows; evaluation map-style
         streamed = streamed_vqa_rows(source, train_split, args, accelerator)
         train_rows, images, make_loop = streamed.train, streamed.images, streaming_training_loop
@@ -315,7 +337,11 @@ def main(argv=None) -> dict:
         "steps_per_epoch": loop.steps_per_epoch,
         "optimizer_steps": state.global_step,
         "recipe": args.recipe,
+        "vision_pretraining": vision_pretraining,
         "train_seconds": round(time.time() - started, 1),
+        "process_cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "parameters": total,
         "history": state.history,
     }
