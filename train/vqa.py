@@ -62,12 +62,13 @@ BASELINE_CARD_NOTE = (
 RECIPES = {
     "fast": {"optimizer": "adamw", "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
-             "vision_pretrain_steps": 600, "synthetic_num_images": 4000},
+             "vision_pretrain_steps": 1000, "synthetic_num_images": 4000},
     "paper": {"optimizer": "adam", "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "sampling": "rows", "basics_weight": 1.0, "image_label_loss_weight": 0.0, "augment": False,
               "vision_pretrain_steps": 0, "synthetic_num_images": 1000},
 }
-QUICK_START_STEPS = {"fast": 1200, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
+SCRIPT_STARTED = time.time()  # the closing line's wall-clock covers imports, data, training and evaluation
+QUICK_START_STEPS = {"fast": 1000, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = RECIPES["fast"]["synthetic_num_images"]
 
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="--sampling image: how much more often the Basics question (which names the category) is drawn")
     task.add_argument("--image_label_loss_weight", type=non_negative_float, default=2.0,
                       help="weight of the auxiliary class loss on the image [CLS] (training labels; 0: the paper's losses only)")
-    task.add_argument("--vision_pretrain_steps", type=non_negative_int, default=600,
+    task.add_argument("--vision_pretrain_steps", type=non_negative_int, default=1000,
                       help="stage 1: steps of the image encoder + class head alone on the augmented training images "
                       "(train/loop/vision_pretraining.py) before the full training; needs --image_label_loss_weight > 0")
     task.add_argument("--vision_pretrain_learning_rate", type=positive_float, default=2e-3, help="stage 1's peak learning rate")
@@ -272,7 +273,14 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
-    if args.vision_pretrain_steps and not (args.baseline or args.streaming or args.resume_from_checkpoint or args.model_name_or_path):
+    with_labels = getattr(accelerator.unwrap_model(model).config, "image_label_loss_weight", 0.0) > 0
+    if with_labels:
+        num_classes = len(getattr(train_split.features.get("label"), "names", None) or [])
+        head = accelerator.unwrap_model(model).image_label_head
+        if head is not None and head.out_features < num_classes:
+            raise InputError(f"{source.name} has {num_classes} classes but the model's image-label head {head.out_features}: "
+                             "pass --image_label_loss_weight 0, or --config_overrides num_labels=" + str(num_classes))
+    if args.vision_pretrain_steps and not (args.baseline or args.streaming or args.resume_from_checkpoint or args.model_name_or_path or args.lora):
         from emvision.train.loop.vision_pretraining import pretrain_image_encoder
 
         train_images, _, _ = split_by_fold(source.load("images"), args)
@@ -288,7 +296,6 @@ def main(argv=None) -> dict:
         # vqa rows hold no image: image_id -> row, built once
         train_rows, images, make_loop = train_split, ImageTable(source.load("images")), TrainingLoop.from_splits
     # BLIP takes no image ids (they mark ITC positives); labels-template rows of one class are all positives
-    with_labels = getattr(accelerator.unwrap_model(model).config, "image_label_loss_weight", 0.0) > 0
     collate = VQACollator(processor, with_captions=args.caption_protocol, with_image_ids=not args.baseline,
                           positives_by_label=labels_template, images=images, with_image_labels=with_labels,
                           augment=args.augment and not args.streaming)
@@ -303,6 +310,8 @@ def main(argv=None) -> dict:
 
             sampler = ImageQuestionSampler(train_rows["image_id"], train_rows["question_id"], seed=args.seed,
                                            question_weights={BASICS_QUESTION_ID: args.basics_weight})
+            # validation likewise: one (fixed) question per image, a tenth of the rows to score every epoch
+            val_split = val_split.select(sorted(ImageQuestionSampler(val_split["image_id"], val_split["question_id"], seed=args.seed)))
         loop = make_loop(accelerator, args, model, train_rows, val_split, collate, project="emvision-vqa",
                          eval_collate=eval_collate, sampler=sampler)
     model = loop.model
@@ -376,7 +385,7 @@ def main(argv=None) -> dict:
     if "basics_category_accuracy" in vqa_metrics:
         summary += f" basics_category_accuracy={vqa_metrics['basics_category_accuracy']:.4f}"
     accelerator.print(
-        f"Done in {time.time() - started:.0f} s wall-clock (data, training, evaluation): {summary} "
+        f"Done in {time.time() - SCRIPT_STARTED:.0f} s wall-clock (start-up, data, training, evaluation): {summary} "
         f"zero-shot top1={zero_shot.get('top1', float('nan')):.4f} "
         f"({'synthetic data, ' if source.synthetic else ''}{'label-conditioned' if label_conditioned else 'label-free'}) -> {output_dir}"
     )
