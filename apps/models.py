@@ -66,8 +66,10 @@ class Assistant:
 
     @torch.no_grad()
     def zero_shot(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Probabilities over `self.labels` (B, C), ranked by the decoder's answer likelihood."""
-        return self.model.classify(pixel_values, self.processor).float().cpu()
+        """Probabilities over `self.labels` (B, C): the zero-shot classification of train/vqa.py's evaluation."""
+        from emvision.train.evaluation.zero_shot import zero_shot_scores
+
+        return zero_shot_scores(self.model, self.processor, pixel_values, self.labels).float().cpu()
 
 
 class Classifier:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 try:  # emvision's vocabulary supplies the defaults of a new config (the 10 categories, the classification question)
-    from emvision.vocabulary import CLASSIFICATION_QUESTION, SEM_CATEGORIES
-except ImportError:  # loaded as Hub remote code without emvision: a saved config.json carries both values
-    CLASSIFICATION_QUESTION, SEM_CATEGORIES = None, ()
+    from emvision.vocabulary import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, CLASSIFICATION_QUESTION, SEM_CATEGORIES
+except ImportError:  # loaded as Hub remote code without emvision: a saved config.json carries the config's values;
+    # `classify` then needs its question and class texts passed
+    CLASSIFICATION_QUESTION, SEM_CATEGORIES, BASICS_QUESTION, BASICS_ANSWER_TEMPLATES = None, (), None, None
 
 
 class MVaEMaVisionConfig(PreTrainedConfig):
@@ -197,6 +198,11 @@ class MVaEMaConfig(PreTrainedConfig):
         use_itc, use_itm, use_self_attention, use_cross_attention, use_causal_self_attention (`bool`): ablations.
         itc_loss_weight, itm_loss_weight, lm_loss_weight (`float`, default 1.0): `loss` is their weighted sum.
         label_smoothing (`float`, defaults to 0.0): label smoothing of the LM cross-entropy.
+        image_label_loss_weight (`float`, defaults to 0.0): weight of an auxiliary cross-entropy of a linear head
+            on the image encoder's [CLS] against the training image's class (`image_labels` in `forward`). 0 is the
+            paper's model (no head, no extra loss). Not part of the paper: at CPU budgets the ITC/LM signal alone
+            does not teach the from-scratch ViT to tell the classes apart. It is supervised training on the
+            training labels; nothing reads a label at prediction time.
         classification_question (`str`): the question `classify` asks (no caption: label-free).
         id2label (`dict[int, str]`, *optional*): the candidate classes of `classify`; defaults to the ten SEM
             categories. Each candidate's answer text is its name with underscores as spaces, lowercased.
@@ -225,6 +231,7 @@ class MVaEMaConfig(PreTrainedConfig):
         itm_loss_weight: float = 1.0,
         lm_loss_weight: float = 1.0,
         label_smoothing: float = 0.0,
+        image_label_loss_weight: float = 0.0,
         classification_question: str = CLASSIFICATION_QUESTION,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
@@ -246,6 +253,7 @@ class MVaEMaConfig(PreTrainedConfig):
         self.itm_loss_weight = itm_loss_weight
         self.lm_loss_weight = lm_loss_weight
         self.label_smoothing = label_smoothing
+        self.image_label_loss_weight = image_label_loss_weight
         self.classification_question = classification_question
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
@@ -259,6 +267,8 @@ class MVaEMaConfig(PreTrainedConfig):
                 "need 0 < itc_temperature_min <= itc_temperature <= itc_temperature_max, got "
                 f"{itc_temperature_min}, {itc_temperature}, {itc_temperature_max}"
             )
+        if image_label_loss_weight < 0:
+            raise ValueError(f"image_label_loss_weight must be >= 0, got {image_label_loss_weight}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
 

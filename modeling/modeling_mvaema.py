@@ -37,7 +37,7 @@ from transformers.utils import generic as _generic
 # the keyword) and in what `generate` passes to `forward`. The name this installation uses:
 CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_key_values"
 
-from .configuration_mvaema import MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
+from .configuration_mvaema import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
 from .losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
 
 try:  # emvision's vocabulary: the default zero-shot candidates and the special-token helpers
@@ -53,6 +53,8 @@ class MVaEMaOutput(ModelOutput):
     loss_itc: image-text contrastive loss (needs `itc_input_ids`).
     loss_itm: image-text matching loss (needs `itc_input_ids`).
     loss_lm: next-token cross-entropy on the answer tokens (needs `labels`).
+    loss_image_label: auxiliary class cross-entropy on the image [CLS] (`image_labels` and
+        `config.image_label_loss_weight > 0`; not one of the paper's losses).
     logits: decoder LM logits `(batch, length, vocab)`, or the last `logits_to_keep` positions. `None` when
         `labels` are given: the LM head then runs on the answer positions only.
     cache: the decoder's self- and cross-attention cache (with `use_cache`); `past_key_values` before transformers 5.24
@@ -77,6 +79,7 @@ class MVaEMaOutput(ModelOutput):
     loss_itc: torch.FloatTensor | None = None
     loss_itm: torch.FloatTensor | None = None
     loss_lm: torch.FloatTensor | None = None
+    loss_image_label: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     if CACHE_NAME == "cache":
         cache: Cache | None = None
@@ -714,6 +717,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         else:
             self.vision_projection = self.text_projection = self.itc_temperature = None
         self.itm_head = nn.Linear(text_hidden, 1) if config.use_itm else None
+        self.image_label_head = nn.Linear(vision_hidden, config.num_labels) if config.image_label_loss_weight > 0 else None
         self.lm_transform = MVaEMaLMTransform(config.text_config)
         self.lm_head = nn.Linear(text_hidden, config.text_config.vocab_size)
         self.post_init()
@@ -778,6 +782,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         itc_attention_mask: torch.LongTensor | None = None,
         image_ids: torch.LongTensor | None = None,
         image_embeds: torch.FloatTensor | None = None,
+        image_labels: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
@@ -795,6 +800,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         itc_input_ids, itc_attention_mask (`(B, L')`): `[CLS] answer [SEP]`; gives `loss_itc` and `loss_itm`.
         image_ids (`(B,)`, optional): integer id of each row's image; rows with the same id are all positives
             in ITC and are never drawn as each other's ITM negatives.
+        image_labels (`(B,)`, optional): class index of each row's image; with `config.image_label_loss_weight > 0`
+            gives `loss_image_label` (a training target only; a model without the head ignores it).
         cache, use_cache, position_ids, logits_to_keep: decoding state, as in any causal LM (`past_key_values` is
             the name transformers < 5.24 passes the cache under; both are accepted).
         output_attentions, output_hidden_states: return the decoder's and the image encoder's attention weights /
@@ -882,13 +889,17 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 )
                 losses["itm"] = itm_loss(itm_logits, itm_labels)
 
-        weights = {"itc": config.itc_loss_weight, "itm": config.itm_loss_weight, "lm": config.lm_loss_weight}
+        if image_labels is not None and self.image_label_head is not None:
+            losses["image_label"] = F.cross_entropy(self.image_label_head(image_embeds[:, 0]).float(), image_labels.to(image_embeds.device))
+        weights = {"itc": config.itc_loss_weight, "itm": config.itm_loss_weight, "lm": config.lm_loss_weight,
+                   "image_label": config.image_label_loss_weight}
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
         output = MVaEMaOutput(
             loss=loss,
             loss_itc=losses.get("itc"),
             loss_itm=losses.get("itm"),
             loss_lm=losses.get("lm"),
+            loss_image_label=losses.get("image_label"),
             logits=logits,
             **{CACHE_NAME: cache if use_cache else None},
             image_embeds=image_embeds,
@@ -1074,16 +1085,30 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         *,
         image_embeds: torch.FloatTensor | None = None,
         candidates: list[str] | None = None,
+        class_texts: list[list[str]] | None = None,
+        method: str | None = None,
         question: str | None = None,
+        answer_templates: tuple[str, ...] = BASICS_ANSWER_TEMPLATES,
+        rerank_top_k: int = 0,
         length_normalize: bool = True,
     ) -> torch.Tensor:
-        """Zero-shot classification by answer likelihood: probabilities (B, num_candidates).
+        """Label-free zero-shot classification: probabilities (B, num_candidates).
 
-        Each candidate answer (default: `config.id2label`, e.g. `"films coated surface"`) is scored by the
-        decoder's log-likelihood of `candidate [EOS]` after the label-free prompt
-        `[DEC] classification_question [SEP]`, averaged over its tokens (`length_normalize`), and the scores are
-        softmaxed over the candidates (Top-1 / Top-5 follow from the ranking). The image and the prompt are
-        encoded once per image; the KV cache (self- and cross-attention) is then repeated for the candidates.
+        `method` (default: `"retrieval"` when the model has ITC, else `"answer_form"`):
+
+        - `"retrieval"` (BLIP's zero-shot retrieval): each class's texts (`class_texts[k]`, default: the
+          `answer_templates` filled with `candidates[k]`) are embedded by the ITC text encoder, averaged into a
+          class prototype, and an image's scores are its ITC similarities to the prototypes / temperature,
+          softmaxed. `rerank_top_k` > 0 re-scores the top k classes by the mean ITM probability of their texts.
+          It compares the image with texts of the form the model was trained to match (its answers).
+        - `"answer_form"`: the decoder's likelihood of each candidate inside the answer openings it was
+          trained to write (`answer_templates`, the Basics family's, after the Basics question `question`):
+          log of the summed likelihood over the openings.
+        - `"likelihood"`: the decoder's likelihood of `candidate [EOS]` after `config.classification_question`
+          (the original form: a question and an answer form the instruction data never contains).
+
+        Candidates default to `config.id2label` with underscores as spaces, lowercased; for a model trained on
+        oracle answers pass the names the answers use (e.g. `"a film (coated surface)"`).
         `tokenizer` may be the tokenizer or an `MVaEMaProcessor`.
         """
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
@@ -1093,11 +1118,35 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             if pixel_values is None:
                 raise ValueError("classify needs pixel_values (or precomputed image_embeds)")
             image_embeds = self.vision_model(pixel_values)
-        text = self.config.text_config
-        if candidates is None:
+        if candidates is None and class_texts is None:
             if category_display_name is None:
                 raise ValueError("without emvision installed, pass the candidate answers: classify(..., candidates=[...])")
             candidates = [category_display_name(self.config.id2label[index]) for index in sorted(self.config.id2label)]
+        method = method or ("retrieval" if self.config.use_itc else "answer_form")
+        if method == "retrieval":
+            if class_texts is None:
+                class_texts = [[template.format(candidate) for template in answer_templates] for candidate in candidates]
+            return self._classify_by_retrieval(image_embeds, tokenizer, class_texts, rerank_top_k)
+        if candidates is None:
+            raise ValueError(f"classify(method={method!r}) scores candidate names: pass candidates")
+        if method == "answer_form":
+            question = question if question is not None else BASICS_QUESTION
+            return self._classify_by_answer_form(image_embeds, tokenizer, question, answer_templates, candidates)
+        if method != "likelihood":
+            raise ValueError(f"unknown classify method {method!r}: expected 'retrieval', 'answer_form' or 'likelihood'")
+        return self._classify_by_likelihood(image_embeds, tokenizer, candidates, question, length_normalize)
+
+    def _classify_by_likelihood(self, image_embeds, tokenizer, candidates, question, length_normalize) -> torch.Tensor:
+        """`classify(method="likelihood")`.
+
+
+        Each candidate answer (default: `config.id2label`, e.g. `"films coated surface"`) is scored by the
+        decoder's log-likelihood of `candidate [EOS]` after the label-free prompt
+        `[DEC] classification_question [SEP]`, averaged over its tokens (`length_normalize`), and the scores are
+        softmaxed over the candidates (Top-1 / Top-5 follow from the ranking). The image and the prompt are
+        encoded once per image; the KV cache (self- and cross-attention) is then repeated for the candidates.
+        """
+        text = self.config.text_config
         question = question if question is not None else self.config.classification_question
         batch_size, device = image_embeds.shape[0], image_embeds.device
 
@@ -1137,6 +1186,57 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if length_normalize:
             scores = scores / answer_mask.sum(-1)[None]
         return scores.softmax(dim=-1)
+
+    def _classify_by_answer_form(self, image_embeds, tokenizer, question, answer_templates, candidates, chunk_size: int = 256) -> torch.Tensor:
+        """`classify(method="answer_form")`: the openings continue, so no [EOS] and no length normalisation;
+        the punctuation after the name in each template keeps `"a film"` from matching `"a film (coated surface)"`."""
+        text = self.config.text_config
+        device = image_embeds.device
+        prompt = [text.bos_token_id, *tokenizer(question, add_special_tokens=False)["input_ids"], text.sep_token_id]
+        openings = tokenizer([t.format(c) for t in answer_templates for c in candidates], add_special_tokens=False)["input_ids"]
+        count, longest, plen = len(openings), max(len(o) for o in openings), len(prompt)
+        ids = torch.full((count, plen + longest), text.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for row, opening in enumerate(openings):
+            ids[row, : plen + len(opening)] = torch.tensor(prompt + opening, device=device)
+            mask[row, : plen + len(opening)] = 1
+        targets, target_mask = ids[:, plen:], mask[:, plen:].float()
+        batch_size = image_embeds.shape[0]
+        scores = torch.empty(batch_size, count, device=device)
+        per = max(1, chunk_size // count)
+        for start in range(0, batch_size, per):
+            images = image_embeds[start : start + per]
+            n = images.shape[0]
+            states = self.text_model(ids.repeat(n, 1), mask.repeat(n, 1), images.repeat_interleave(count, 0), causal=True)
+            logprobs = F.log_softmax(self.lm_head(self.lm_transform(states[:, plen - 1 : -1])).float(), dim=-1)
+            picked = logprobs.gather(-1, targets.repeat(n, 1).unsqueeze(-1)).squeeze(-1)
+            scores[start : start + n] = (picked * target_mask.repeat(n, 1)).sum(-1).view(n, count)
+        return scores.view(batch_size, len(answer_templates), len(candidates)).logsumexp(1).softmax(dim=-1)
+
+    def _classify_by_retrieval(self, image_embeds, tokenizer, class_texts, rerank_top_k: int, max_length: int = 32) -> torch.Tensor:
+        """`classify(method="retrieval")`: ITC prototypes of the class texts, optionally re-ranked by ITM."""
+        self._require_itc("classify(method='retrieval')")
+        text = self.config.text_config
+        device = image_embeds.device
+        flat = [t for texts in class_texts for t in texts]
+        owner = torch.tensor([k for k, texts in enumerate(class_texts) for _ in texts], device=device)
+        rows = [[text.cls_token_id, *ids[: max_length - 2], text.sep_token_id] for ids in tokenizer(flat, add_special_tokens=False)["input_ids"]]
+        longest = max(len(r) for r in rows)
+        ids = torch.tensor([r + [text.pad_token_id] * (longest - len(r)) for r in rows], device=device)
+        mask = (torch.arange(longest, device=device)[None] < torch.tensor([len(r) for r in rows], device=device)[:, None]).long()
+        text_features = self.get_text_features(ids, mask)
+        prototypes = F.normalize(torch.stack([text_features[owner == k].mean(0) for k in range(len(class_texts))]), dim=-1)
+        temperature = self.itc_temperature.clamp(self.config.itc_temperature_min, self.config.itc_temperature_max)
+        probs = (self.get_image_features(image_embeds=image_embeds) @ prototypes.t() / temperature).softmax(dim=-1)
+        if rerank_top_k and self.itm_head is not None:
+            reranked = torch.zeros_like(probs)
+            for i, top in enumerate(probs.topk(min(rerank_top_k, probs.shape[1]), dim=-1).indices.tolist()):
+                for k in top:
+                    chosen = (owner == k).nonzero().squeeze(1)
+                    matched = self.image_text_matching(ids[chosen], mask[chosen], image_embeds=image_embeds[i : i + 1].expand(len(chosen), -1, -1))
+                    reranked[i, k] = matched.mean()
+            probs = reranked / reranked.sum(-1, keepdim=True).clamp_min(1e-12)
+        return probs
 
     # -- initialisation from pre-trained components ------------------------------------------------
 

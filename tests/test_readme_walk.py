@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
 TINY_HNF = "patch_sizes=[32,32],num_neighbors=[4,4],hidden_size=32,intermediate_size=64,fusion_num_heads=2,num_attention_heads=2"
 SMALL_BATCHES = {"--per_device_train_batch_size": "8", "--per_device_eval_batch_size": "16", "--max_eval_samples": "16"}
-SMALL_VQA = {"--config_overrides": TINY_MVAEMA, "--max_train_steps": "2", "--max_generate_samples": "4", "--max_new_tokens": "4", **SMALL_BATCHES}
+SMALL_VQA = {"--config_overrides": TINY_MVAEMA, "--max_train_steps": "2", "--vision_pretrain_steps": "2", "--max_generate_samples": "4", "--max_new_tokens": "4", **SMALL_BATCHES}
 SMALL_HNF = {"--config_overrides": TINY_HNF, "--max_train_steps": "2", **SMALL_BATCHES}
 SMALL_SYNTHETIC = {"--synthetic_num_images": "60", "--num_folds": "5"}
 SMALL_MLM = {"--max_train_steps": "2", "--hidden_size": "16", "--num_attention_heads": "2", "--intermediate_size": "32", "--max_length": "64"}

@@ -11,6 +11,8 @@ need it: its config carries the labels and the texts it was built with.
 
 from .categories import ARCHIVE_PREFIX_TO_CATEGORY, SEM_CATEGORIES, category_display_name
 from .prompts import (
+    BASICS_ANSWER_TEMPLATES,
+    BASICS_QUESTION,
     CLASSIFICATION_QUESTION,
     FAMILY_BY_ID,
     PROMPT_FAMILIES,
@@ -24,6 +26,8 @@ from .special_tokens import MVAEMA_SPECIAL_TOKENS, add_mvaema_special_tokens, sp
 
 __all__ = [
     "ARCHIVE_PREFIX_TO_CATEGORY",
+    "BASICS_ANSWER_TEMPLATES",
+    "BASICS_QUESTION",
     "CLASSIFICATION_QUESTION",
     "FAMILY_BY_ID",
     "MVAEMA_SPECIAL_TOKENS",

@@ -38,6 +38,12 @@ FAMILY_BY_ID = {family.question_id: family for family in PROMPT_FAMILIES}
 # The zero-shot classification question (no caption: label-free).
 CLASSIFICATION_QUESTION = "What type of nanomaterial is shown in this image?"
 
+# The Basics family's question, and the openings with which the synthetic set's oracle answers it ("{}": the
+# category's name as the answer writes it, e.g. "a film (coated surface)"). MVaEMa's zero-shot classification
+# fills the class names into these, the form its instruction data taught it (``MVaEMaForQuestionAnswering.classify``).
+BASICS_QUESTION = FAMILY_BY_ID[1].question
+BASICS_ANSWER_TEMPLATES = ("The image shows {}:", "This micrograph shows {}, specifically", "The nanomaterial is {};")
+
 # The teacher's system message: context-augmented multimodal zero-shot chain-of-thought.
 TEACHER_SYSTEM_PROMPT = (
     "You are an expert in nanomaterials and electron microscopy. Examine the micrograph carefully, "

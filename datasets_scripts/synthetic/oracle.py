@@ -27,7 +27,7 @@ from emvision.vocabulary import FAMILY_BY_ID, SEM_CATEGORIES, class_description_
 
 from .specs import CLASS_SPECS, format_length
 
-__all__ = ["CATEGORY_NAMES", "ORACLE_TEACHER", "oracle_answer", "oracle_answers", "oracle_class_descriptions", "size_phrase"]
+__all__ = ["CATEGORY_NAMES", "ORACLE_TEACHER", "oracle_answer", "oracle_answers", "oracle_basics_sentences", "oracle_class_descriptions", "size_phrase"]
 
 # How an answer names the category (family 1) and the class descriptions name it.
 CATEGORY_NAMES = {
@@ -236,15 +236,23 @@ def _scale_sentence(metadata: Mapping, rng: random.Random) -> str:
     ))
 
 
-def _family_1(md, rng):
-    category, variant = md["category"], md["variant"]
-    name = CATEGORY_NAMES[category]
-    what = _VARIANT_DESCRIPTION[(category, variant)]
-    first = rng.choice((
+def _basics_sentences(category: str, variant: str) -> tuple[str, str, str]:
+    name, what = CATEGORY_NAMES[category], _VARIANT_DESCRIPTION[(category, variant)]
+    return (
         f"The image shows {name}: {what}.",
         f"This micrograph shows {name}, specifically {what}.",
         f"The nanomaterial is {name}; the micrograph shows {what}.",
-    ))
+    )
+
+
+def oracle_basics_sentences(category: str) -> list[str]:
+    """Every first sentence the oracle's Basics answer can open with for ``category`` (each variant, each form):
+    texts that name the class the way the synthetic set's answers do, for zero-shot classification."""
+    return [sentence for (c, variant) in _VARIANT_DESCRIPTION if c == category for sentence in _basics_sentences(c, variant)]
+
+
+def _family_1(md, rng):
+    first = rng.choice(_basics_sentences(md["category"], md["variant"]))
     return f"{first} {_scale_sentence(md, rng)}"
 
 

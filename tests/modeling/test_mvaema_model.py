@@ -322,11 +322,11 @@ class _WordTokenizer:
         return {"input_ids": encode(text) if isinstance(text, str) else [encode(t) for t in text]}
 
 
-def test_classify_ranks_candidates_by_length_normalised_likelihood():
+def test_classify_likelihood_ranks_candidates_by_length_normalised_likelihood():
     model = tiny_model().eval()
     tokenizer = _WordTokenizer()
     pixel_values = torch.randn(2, 3, 32, 32)
-    probs = model.classify(pixel_values, tokenizer)
+    probs = model.classify(pixel_values, tokenizer, method="likelihood")
     assert probs.shape == (2, 10) and torch.allclose(probs.sum(-1), torch.ones(2))
 
     # brute force: every full sequence through the plain forward pass, no cache

@@ -33,7 +33,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 def _vqa_args(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
         "--dataset", str(dataset), "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA,
-        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", *FAST, *extra,
+        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", "--vision_pretrain_steps", "2", *FAST, *extra,
     ]
 
 
@@ -426,7 +426,8 @@ def test_cards_tell_provenance_test_sizes_chance_and_the_real_epoch_fraction(tra
     output_dir, metrics = trained_vqa
     card = (output_dir / "README.md").read_text()
     steps_per_epoch = metrics["steps_per_epoch"]
-    assert steps_per_epoch > 6 and f"Ran {6 / steps_per_epoch:.1f} epochs (6 of {steps_per_epoch} steps)" in card
+    assert steps_per_epoch == 36 // 8  # one question per training image per epoch: 3 training folds of 12 images, batch 8
+    assert f"Ran {6 / steps_per_epoch:.1f} epochs (6 optimizer steps, {steps_per_epoch} per epoch)" in card
     assert metrics["epochs"] == pytest.approx(6 / steps_per_epoch, abs=1e-3)
     rows = re.findall(r"^\| (BLEU-2|ROUGE-L|METEOR|Zero-shot Top-1 accuracy) \| ([\d.]+) \| ([^|]+) \| ([\d.]+) \|$", card, flags=re.M)
     assert len(rows) == 4, card
@@ -482,7 +483,7 @@ def test_mvaema_trains_from_category_folders_alone_on_templated_label_rows(real_
     metrics = main([
         "--dataset", str(lab), "--labels", "Clean,Defect", "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA,
         "--max_train_steps", "2", "--num_folds", "3", "--max_generate_samples", "4", "--max_new_tokens", "12",
-        "--report_to", "none", "--per_device_train_batch_size", "4", "--checkpointing_steps", "no",
+        "--report_to", "none", "--per_device_train_batch_size", "4", "--checkpointing_steps", "no", "--vision_pretrain_steps", "2",
     ])
     log = capsys.readouterr().out
     assert "no question-answer pairs: training on the class labels alone (teacher=labels-template)" in log

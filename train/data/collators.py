@@ -29,15 +29,19 @@ class VQACollator:
     ``image_ids`` (an integer per row's image) let ITC treat every row of the same image as a positive;
     ``positives_by_label`` makes every row of the same class one (labels-template rows, whose text is the
     class's caption: two images of a class are not negatives of each other). ``images`` joins text rows to
-    their images.
+    their images. ``with_image_labels`` adds each row's class as ``image_labels`` (the target of MVaEMa's
+    optional image-label loss; training batches only). ``augment=True`` (training batches only) applies
+    ``augmentation.augment_micrographs``, drawing from torch's global generator, which the training loop
+    reseeds at every step.
     """
 
     def __init__(self, processor, with_captions: bool, with_image_ids: bool = True, positives_by_label: bool = False,
-                 images: ImageTable | None = None):
+                 images: ImageTable | None = None, with_image_labels: bool = False, augment: bool = False):
         self.processor, self.with_captions, self.with_image_ids = processor, with_captions, with_image_ids
         self.positives_by_label = positives_by_label
         self.images = images
         self.pixels = PixelValues(processor.image_processor)
+        self.with_image_labels, self.augment = with_image_labels, augment
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = dict(
@@ -49,9 +53,13 @@ class VQACollator:
             )
         )
         batch["pixel_values"] = pixel_values_for(rows, self.pixels, self.images)
+        if self.augment:
+            batch["pixel_values"] = augment_micrographs(batch["pixel_values"])
         if self.with_image_ids:
             ids = [row["label"] if self.positives_by_label else int(row["image_id"][:15], 16) for row in rows]
             batch["image_ids"] = torch.tensor(ids)
+        if self.with_image_labels:
+            batch["image_labels"] = torch.tensor([int(row["label"]) for row in rows])
         return batch
 
 

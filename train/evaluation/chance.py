@@ -15,7 +15,8 @@ from collections import Counter, defaultdict
 CLASSIFICATION_CHANCE_NOTE = "Chance level: a uniform random guess over the classes (expected value on this test set)."
 VQA_CHANCE_NOTE = (
     "Chance level: BLEU/ROUGE/METEOR of answering each test question with the answer of a random training pair "
-    "to the same question; zero-shot figures: a uniform random guess over the classes."
+    "to the same question (Basics category accuracy: the category that random answer names); zero-shot figures: "
+    "a uniform random guess over the classes."
 )
 
 

@@ -9,7 +9,10 @@ from torch.utils.data import DataLoader
 from emvision.train.data.collators import VQAPromptCollator
 from emvision.train.metrics.vqa_loader import load_vqa_metric
 
+from .basics import basics_category_accuracy
 from .progress import progress
+
+BASICS_QUESTION_ID = 1  # the prompt family whose answer names the category
 
 
 @torch.no_grad()
@@ -53,10 +56,20 @@ def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=No
     result = {k: float(v) for k, v in scores.items()}
     result["num_test_pairs"] = len(references)
     result["num_test_pairs_in_fold"] = in_fold
+    basics = [index for index, question_id in enumerate(test_split["question_id"]) if question_id == BASICS_QUESTION_ID]
+    class_names = test_split.features["label"].names if hasattr(test_split.features["label"], "names") else None
+    if basics and class_names:
+        labels = test_split["label"]
+        result["basics_category_accuracy"] = basics_category_accuracy([predictions[i] for i in basics], [labels[i] for i in basics], class_names)
+        result["num_basics_answers"] = len(basics)
     if train_split is not None:
-        from .chance import vqa_chance
+        from .chance import random_training_answers, vqa_chance
 
         result["chance"] = vqa_chance(train_split, test_split, metric, seed=args.seed)
+        if "basics_category_accuracy" in result:
+            guesses = random_training_answers(train_split, test_split, seed=args.seed)
+            result["chance"]["basics_category_accuracy"] = basics_category_accuracy(
+                [guesses[i] for i in basics], [labels[i] for i in basics], class_names)
     result["examples"] = [
         {"question": q, "reference": r, "prediction": p}
         for q, r, p in list(zip(test_split["question"], references, predictions))[:5]

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -41,7 +42,7 @@ from .checkpoints import (
 from .preflight import InputError
 from .protocol import EarlyStopping
 from .schedule import LearningRateSchedule, build_optimizer
-from .reproducibility import EpochShuffleSampler, seed_everything
+from .reproducibility import EpochShuffleSampler, ImageQuestionSampler, seed_everything
 
 Collate = Callable[[list[dict]], dict]
 
@@ -111,15 +112,17 @@ class TrainingLoop:
         self.max_steps = args.max_train_steps or self.steps_per_epoch * args.num_train_epochs
         self.scheduler = LearningRateSchedule.from_args(optimizer, args, total_steps=self.max_steps)
         self.checkpoint_every = None if args.checkpointing_steps in ("epoch", "no") else int(args.checkpointing_steps)
+        self._cpu_started = time.process_time()
 
     @classmethod
     def from_splits(cls, accelerator: Accelerator, args, model, train_split, val_split, collate: "Collate", project: str,
-                    eval_collate: "Collate | None" = None) -> "TrainingLoop":
+                    eval_collate: "Collate | None" = None, sampler: "EpochShuffleSampler | ImageQuestionSampler | None" = None) -> "TrainingLoop":
         """The data loaders and the optimizer (``--optimizer``) for ``model``, prepared by Accelerate, trackers started.
-        ``eval_collate`` (default: ``collate``) builds the validation batches, e.g. without the training augmentation."""
-        sampler = EpochShuffleSampler(len(train_split), seed=args.seed)
+        ``eval_collate`` (default: ``collate``) builds the validation batches, e.g. without the training augmentation;
+        ``sampler`` (default: every training row once per epoch) orders the training rows."""
+        sampler = EpochShuffleSampler(len(train_split), seed=args.seed) if sampler is None else sampler
         train_loader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler, collate_fn=collate,
-                                  num_workers=args.num_workers, drop_last=len(train_split) > args.per_device_train_batch_size)
+                                  num_workers=args.num_workers, drop_last=len(sampler) > args.per_device_train_batch_size)
         val_loader = DataLoader(val_split, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate or collate,
                                 num_workers=args.num_workers)
         optimizer = build_optimizer(model, args)
@@ -202,7 +205,9 @@ class TrainingLoop:
                 save_model(self.accelerator.unwrap_model(self.model), str(partial))
                 os.replace(partial, self.checkpoint_dir / BEST_WEIGHTS)
         lr = self.optimizer.param_groups[0]["lr"]
-        record = {"epoch": self.state.epoch, "step": self.state.global_step, "lr": lr, **metrics}
+        # this process's CPU-seconds since fit() began (validation included; a resumed run counts from its resume)
+        cpu = time.process_time() - self._cpu_started
+        record = {"epoch": self.state.epoch, "step": self.state.global_step, "lr": lr, "cpu_seconds": round(cpu, 1), **metrics}
         self.state.history.append(record)
         self.accelerator.log(record, step=self.state.global_step)
         self.accelerator.print(
@@ -216,6 +221,7 @@ class TrainingLoop:
             self.resume(args.resume_from_checkpoint)
             state = self.state
         self.model.train()
+        self._cpu_started = time.process_time()
         progress = tqdm(total=self.max_steps, initial=state.global_step, desc="training", disable=not accelerator.is_local_main_process)
         while not state.finished and state.epoch < args.num_train_epochs and state.global_step < self.max_steps:
             loader = self.train_loader

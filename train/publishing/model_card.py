@@ -40,6 +40,7 @@ METRIC_NAMES = {
     "zero_shot_top1": "Zero-shot Top-1 accuracy",
     "zero_shot_top5": "Zero-shot Top-5 accuracy",
     "zero_shot_macro_f1": "Zero-shot Macro-F1",
+    "basics_category_accuracy": "Basics answer names the category",
 }
 CITATIONS = resources.files("emvision.model_cards").joinpath("citations.md")
 # What each family's saved code imports (the folder's remote code): the packages a user needs without emvision
@@ -272,7 +273,19 @@ class Result:
         return METRIC_NAMES.get(self.key, self.key)
 
 
-def _evaluation_markdown(results: list[Result], label_conditioned: bool, protocol_note: str, chance_note: str) -> str:
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def examples_markdown(examples: list[dict]) -> str:
+    """Test-fold rows of question, generated answer and reference: what the figures above measure, readable."""
+    rows = ["| question | generated answer | reference |", "| --- | --- | --- |"]
+    rows += [f"| {_cell(e['question'])} | {_cell(e['prediction'])} | {_cell(e['reference'])} |" for e in examples]
+    return f"Answers to the first {len(examples)} test-fold questions:\n\n" + "\n".join(rows)
+
+
+def _evaluation_markdown(results: list[Result], label_conditioned: bool, protocol_note: str, chance_note: str,
+                         examples: list[dict] = ()) -> str:
     if not results:
         return "No evaluation was run."
     rows = ["| metric | value | test set | chance level |", "| --- | --- | --- | --- |"]
@@ -286,7 +299,8 @@ def _evaluation_markdown(results: list[Result], label_conditioned: bool, protoco
         if label_conditioned
         else "Label-free: no input at evaluation carried the image's category."
     )
-    return "\n".join(rows) + f"\n\n{chance_note}\n\n{conditioning}\n\n{protocol_note}".rstrip()
+    text = "\n".join(rows) + f"\n\n{chance_note}\n\n{conditioning}\n\n{protocol_note}".rstrip()
+    return text + (f"\n\n{examples_markdown(list(examples))}" if examples else "")
 
 
 def limitations_markdown(provenance: DataProvenance, label_conditioned: bool, extra: str = "") -> str:
@@ -328,8 +342,10 @@ def build_model_card(
     base_model: BaseModel | None = None,
     extra_limitations: str = "",
     license: str = "apache-2.0",
+    examples: list[dict] = (),
 ) -> ModelCard:
-    """Fill ``model_cards/<family>.md`` with this run's provenance, procedure and results."""
+    """Fill ``model_cards/<family>.md`` with this run's provenance, procedure and results (and, for VQA,
+    ``examples``: test-fold rows of question, generated answer and reference)."""
     if family not in TASKS:
         raise ValueError(f"family must be one of {sorted(TASKS)}, got {family!r}")
     task_type, task_name = TASKS[family]
@@ -377,7 +393,7 @@ def build_model_card(
         synthetic_warning=synthetic_warning,
         data_provenance=provenance.to_markdown(),
         training_procedure=training_procedure,
-        evaluation=_evaluation_markdown(list(results), label_conditioned, protocol_note, chance_note),
+        evaluation=_evaluation_markdown(list(results), label_conditioned, protocol_note, chance_note, examples),
         limitations=limitations_markdown(provenance, label_conditioned, extra_limitations),
         requirements=requirements_markdown(family),
         license_text=f"Model weights and code: {license}. The SEM dataset of Aversa et al. (2018) is CC BY 4.0.",
@@ -403,5 +419,10 @@ def vqa_results(metrics: dict) -> list[Result]:
     test_set = f"{pairs} test QA pair{'s' if pairs != 1 else ''}" + (
         f" (of {in_fold} in the test fold, evenly spaced)" if in_fold > pairs else " (the whole test fold)")
     chance = metrics.get("chance", {})
-    return [Result(key, metrics[key], test_set, chance.get(key)) for key in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor")
-            if isinstance(metrics.get(key), float)]
+    results = [Result(key, metrics[key], test_set, chance.get(key)) for key in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor")
+               if isinstance(metrics.get(key), float)]
+    if isinstance(metrics.get("basics_category_accuracy"), float):
+        answers = metrics["num_basics_answers"]
+        results.append(Result("basics_category_accuracy", metrics["basics_category_accuracy"],
+                              f"{answers} test Basics answer{'s' if answers != 1 else ''}", chance.get("basics_category_accuracy")))
+    return results
