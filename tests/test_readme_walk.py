@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,29 @@ class Walker:
             assert tracebacks == 0 or launcher_only, f"a traceback besides the message:\n{output[-4000:]}"
         return step
 
+    @property
+    def emvision(self) -> str:
+        """The console script the package installs, beside this interpreter."""
+        return str(Path(sys.executable).parent / "emvision")
+
+    def predict(self, tokens: list[str], command: str) -> None:
+        """The user's scans, globs and archive: the fixture micrographs stand in for all three (a folder, a glob,
+        a .zip); a rerun of the same command resumes and adds no row."""
+        fixtures = self.root / "tests" / "fixtures" / "real_sem"
+        archive = self.scratch / "run42.zip"
+        if not archive.exists():
+            with zipfile.ZipFile(archive, "w") as handle:
+                for path in sorted(fixtures.rglob("*.jpg"))[:3]:
+                    handle.write(path, path.name)
+        stand_ins = {"scans/": str(fixtures), "more/**/*.tif": str(fixtures / "**" / "*.png"), "run42.zip": str(archive)}
+        args = [stand_ins.get(t, t) for t in tokens[1:]]
+        self.run([self.emvision, *args], command)
+        output = self.root / tokens[tokens.index("--output") + 1]
+        rows = output.read_text().splitlines()
+        assert len(rows) > 1, rows
+        self.run([self.emvision, *args], command + "  [rerun: resumes]")
+        assert output.read_text().splitlines() == rows, "a rerun adds no row"
+
     # one handler per kind of README command; each returns True when it walked the command
     def walk_command(self, language: str, command: str) -> None:
         if language == "python":
@@ -215,6 +239,13 @@ class Walker:
             return
         if "train/classify.py" in head:
             self.run(with_flags(tokens, {**SMALL_HNF, **({} if "--dataset" in tokens else SMALL_SYNTHETIC)}), command)
+            return
+        if tokens[:2] == ["emvision", "predict"]:
+            return self.predict(tokens, command)
+        if tokens[:2] == ["emvision", "ask"]:  # the user's micrograph: a fixture stands in
+            image = next(p for p in sorted((self.root / "tests" / "fixtures" / "real_sem").rglob("*.jpg")))
+            step = self.run([self.emvision, *[str(image) if t == "micrograph.tif" else t for t in tokens[1:]]], command)
+            assert step.output.strip() and (self.root / "looked.png").is_file(), step.output[-2000:]
             return
         if "tests/benchmarks/run_all.py" in head:
             return  # the benchmarks (~12 min): run on demand, not in the suite
