@@ -29,7 +29,7 @@ def _fit(tmp_path, val_losses: list[float], *options: str):
     from emvision.train.classify import parse_args
     from emvision.train.loop.trainer import TrainingLoop, make_accelerator
 
-    args = parse_args(["--output_dir", str(tmp_path / "run"), "--max_train_steps", "0", "--report_to", "none", "--checkpointing_steps", "no",
+    args = parse_args(["--recipe", "paper", "--output_dir", str(tmp_path / "run"), "--max_train_steps", "0", "--report_to", "none", "--checkpointing_steps", "no",
                        "--per_device_train_batch_size", "2", "--num_train_epochs", str(len(val_losses)), *options])
     accelerator = make_accelerator(args)
     generator = torch.Generator().manual_seed(0)

@@ -301,7 +301,7 @@ def test_leakage_audit_trains_both_protocols_on_one_split_and_tables_the_differe
 
     output_dir = tmp_path / "audit"
     audit = main(["--num_folds", "5", "--fold", "1", "--output_dir", str(output_dir), "--hnf_args", f"--config_overrides {TINY_HNF}",
-                  "--mvaema_args", f"--config_overrides {TINY_MVAEMA} --max_generate_samples 4 --max_new_tokens 4 --max_eval_samples 16",
+                  "--mvaema_args", f"--config_overrides {TINY_MVAEMA} --max_generate_samples 4 --max_new_tokens 4 --max_eval_samples 16 --vision_pretrain_steps 2",
                   "--", "--dataset", str(synthetic_dir), "--max_train_steps", "1", "--checkpointing_steps", "no", "--report_to", "none",
                   "--per_device_train_batch_size", "8"])
     markdown = (output_dir / "leakage_audit.md").read_text()
