@@ -240,6 +240,8 @@ class Walker:
         if "train/classify.py" in head:
             self.run(with_flags(tokens, {**SMALL_HNF, **({} if "--dataset" in tokens else SMALL_SYNTHETIC)}), command)
             return
+        if tokens[:2] == ["emvision", "demo"]:
+            return  # a server that runs until stopped: tests/apps/test_demo_browser.py starts it and drives it in Chromium
         if tokens[:2] == ["emvision", "predict"]:
             return self.predict(tokens, command)
         if tokens[:2] == ["emvision", "ask"]:  # the user's micrograph: a fixture stands in
