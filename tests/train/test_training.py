@@ -99,7 +99,9 @@ def _run(args: list[str], log: Path, env=None, script="train/vqa.py") -> subproc
 
 def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(synthetic_dir, tmp_path):
     # 3 steps per epoch, validation and a checkpoint after every 2 steps: the kill lands mid-epoch
-    common = ["--max_train_samples", "24", "--max_train_steps", "9", "--checkpointing_steps", "2", "--max_generate_samples", "2"]
+    # (every question-answer row once per epoch, as the paper trains, with the cosine schedule: its position resumes too)
+    common = ["--max_train_samples", "24", "--max_train_steps", "9", "--checkpointing_steps", "2", "--max_generate_samples", "2",
+              "--recipe", "paper", "--vision_pretrain_steps", "0", "--lr_scheduler", "cosine", "--warmup_steps", "2"]
     straight = _run(_vqa_args(synthetic_dir, tmp_path / "straight", *common), tmp_path / "straight.log")
     interrupted_dir = tmp_path / "interrupted"
     interrupted = _run(_vqa_args(synthetic_dir, interrupted_dir, *common), tmp_path / "interrupted.log")
