@@ -671,7 +671,7 @@ def test_latest_falls_back_past_damaged_and_unfinished_checkpoints_saying_so(che
 # ln 10 = 2.30 at chance), so a streamed run that trained on wrong rows (validation or test images, mismatched labels)
 # fails. With seed 1 on this machine: top-1 0.23 map-style, 0.225 streamed; validation loss 2.048 and 1.956.
 # (tests/train/test_data.py checks the streamed epochs themselves: every training image, no other, equal shares.)
-STREAM_STEPS = ["--baseline", "vit", "--num_folds", "5", "--max_train_steps", "60", "--per_device_train_batch_size", "16",
+STREAM_STEPS = ["--recipe", "paper", "--baseline", "vit", "--num_folds", "5", "--max_train_steps", "60", "--per_device_train_batch_size", "16",
                 "--per_device_eval_batch_size", "100", "--report_to", "none", "--checkpointing_steps", "no", "--seed", "1"]
 
 

@@ -44,6 +44,8 @@ from .protocol import EarlyStopping
 from .schedule import LearningRateSchedule, build_optimizer
 from .reproducibility import EpochShuffleSampler, ImageQuestionSampler, seed_everything
 
+from emvision.train.data.augmentation import augment_micrographs
+
 Collate = Callable[[list[dict]], dict]
 
 
@@ -100,6 +102,8 @@ def _save_tied_weights_once(models, weights, output_dir) -> None:
 class TrainingLoop:
     """Runs the protocol for a model whose forward returns an output with ``.loss``."""
 
+    augment_batches = False  # training batches' pixel_values augmented after each step's reseeding (from_splits)
+
     def __init__(self, accelerator: Accelerator, args, model, optimizer, train_loader, eval_loader, sampler: EpochShuffleSampler):
         self.accelerator, self.args = accelerator, args
         self.model, self.optimizer = model, optimizer
@@ -129,7 +133,12 @@ class TrainingLoop:
         model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
         if accelerator.is_main_process:
             accelerator.init_trackers(project, config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
-        return cls(accelerator, args, model, optimizer, train_loader, val_loader, sampler)
+        loop = cls(accelerator, args, model, optimizer, train_loader, val_loader, sampler)
+        if getattr(collate, "augment", False):
+            # applied in fit(), after the per-step reseeding: the loader collates ahead of the step (and a resumed run
+            # restarts it), so random draws made in the collator would differ between a resumed and a straight run
+            collate.augment, loop.augment_batches = False, True
+        return loop
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -234,6 +243,8 @@ class TrainingLoop:
                     target.set_epoch(state.epoch)
             for batch in loader:
                 seed_everything(args.seed, state.global_step, state.batches_in_epoch, accelerator.process_index)
+                if self.augment_batches:
+                    batch["pixel_values"] = augment_micrographs(batch["pixel_values"])
                 with accelerator.accumulate(self.model):
                     loss = self.model(**batch).loss
                     accelerator.backward(loss)
