@@ -63,10 +63,28 @@ def written_by_generate_qa(subset_dir: Path) -> bool:
         return False
 
 
+def holds_only_the_projects_stand_ins(subset_dir: Path) -> bool:
+    """Whether a class_descriptions subset holds only the project's hand-written stand-ins (what build_sem.py
+    writes when its source has none): the teacher's descriptions are what they stand in for."""
+    from datasets import load_from_disk
+
+    from emvision.datasets_scripts.synthetic.human_descriptions import HUMAN_DESCRIPTIONS
+
+    try:
+        rows = load_from_disk(str(subset_dir)).select_columns(["description", "source"]).to_list()
+    except Exception:  # noqa: BLE001 - anything unreadable is not known to be replaceable
+        return False
+    stand_ins = set(HUMAN_DESCRIPTIONS.values())
+    return bool(rows) and all(row["source"] == "human" and row["description"] in stand_ins for row in rows)
+
+
 def check_outputs_replaceable(output_dir: Path, overwrite: bool = False) -> None:
-    """Refuse to replace a vqa / class_descriptions subset that another tool wrote (e.g. in-house QA from build_sem.py)."""
+    """Refuse to replace a vqa / class_descriptions subset that another tool wrote (e.g. in-house QA from build_sem.py);
+    build_sem's stand-in class descriptions are replaced by the teacher's."""
     for name in ("vqa", "class_descriptions"):
         subset = output_dir / name
+        if name == "class_descriptions" and subset.exists() and holds_only_the_projects_stand_ins(subset):
+            continue
         if subset.exists() and not overwrite and not written_by_generate_qa(subset):
             raise FileExistsError(f"{subset} exists and was not written by generate_qa.py; choose another --output, or pass --overwrite to replace it")
 
