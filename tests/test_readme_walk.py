@@ -240,6 +240,18 @@ class Walker:
         if "train/classify.py" in head:
             self.run(with_flags(tokens, {**SMALL_HNF, **({} if "--dataset" in tokens else SMALL_SYNTHETIC)}), command)
             return
+        if tokens[:3] == ["python", "-m", "emvision.datasets_scripts.storage.convert"]:
+            # a dataset in the version-1 layout is the user's: without one the command says so, then a written one converts
+            old, new = tokens[3], tokens[4]
+            self.run(tokens, command, fails_with=f"{old} holds no images subset")
+            from v1_datasets import write_v1_dataset
+
+            write_v1_dataset(self.root / old)
+            converted = f"{new}_converted"  # the walk's data/sem came from build_sem above: not overwritten
+            self.run([*tokens[:4], converted], command + "  [a version-1 dataset written first, into a new folder]")
+            assert (self.root / converted / "images" / "dataset_info.json").is_file()
+            shutil.rmtree(self.root / old)
+            return
         if tokens[:2] == ["emvision", "demo"]:
             return  # a server that runs until stopped: tests/apps/test_demo_browser.py starts it and drives it in Chromium
         if tokens[:2] == ["emvision", "predict"]:

@@ -253,7 +253,7 @@ def main(argv=None) -> dict:
         "hub_model_id": args.hub_model_id,
         "model": "ViT baseline (ViTForImageClassification at HNF's width and depth)" if args.baseline else "HNF",
         "class_descriptions_source": descriptions_source or (
-            "class names only" if getattr(model.config, "use_text_branch", False) else "none (no text branch)"),
+            "class names only" if getattr(accelerator.unwrap_model(model).config, "use_text_branch", False) else "none (no text branch)"),
         "split": split.summary(),
         **results,
         "best_val_loss": loop.early_stopping.best if math.isfinite(loop.early_stopping.best) else None,
