@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from openai_fake_server import FakeOpenAIServer
+from tiny_models import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
@@ -144,6 +145,8 @@ class Walker:
             tokens = tokens[1:]
         if tokens[:2] == ["accelerate", "launch"] and not through_launcher and "--num_processes" not in tokens:
             tokens = ["python", *tokens[2:]]  # one process: what the launcher would start
+        elif tokens[:2] == ["accelerate", "launch"] and "--main_process_port" not in tokens:
+            tokens = [*tokens[:2], "--main_process_port", str(free_port()), *tokens[2:]]  # runs side by side never collide
         if tokens[0] in ("python", "accelerate"):
             tokens = [sys.executable, *tokens[1:]] if tokens[0] == "python" else [str(Path(sys.executable).parent / "accelerate"), *tokens[1:]]
         started, cpu_before = time.perf_counter(), _children_cpu()
@@ -380,7 +383,8 @@ def test_the_walk_writes_cards_that_tell_provenance_test_sizes_and_chance(walk):
 @pytest.mark.slow
 def test_the_walk_time(walk):
     print(f"README walk: {walk.seconds:.0f} s ({walk.cpu_seconds:.0f} s of CPU) for {len(walk.steps)} commands")
-    assert walk.seconds < 900, "the README walk is meant to stay a few minutes"
+    # about 7 minutes alone on the 2-core machine; CI walks it in two test sessions side by side (.ci/run)
+    assert walk.seconds < 1500, "the README walk is meant to stay a few minutes"
 
 
 def test_a_fresh_clone_has_every_source_file():

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
@@ -137,7 +138,7 @@ def test_two_process_ddp_training_with_gloo(synthetic_dir, tmp_path):
     # distributed launcher plus ACCELERATE_USE_CPU (the form the README documents)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "train/vqa.py",
+        "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "train/vqa.py",
         *_vqa_args(synthetic_dir, output_dir, "--max_train_steps", "3", "--checkpointing_steps", "no", "--max_generate_samples", "6"),
     ]
     result = subprocess.run(command, cwd=REPO, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=400)
@@ -686,7 +687,7 @@ def comparison_set(tmp_path_factory) -> Path:
 
 def _launch_two(script: str, args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]
+               "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]
     return subprocess.run(command, cwd=REPO, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=timeout)
 
 
