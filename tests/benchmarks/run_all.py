@@ -598,7 +598,8 @@ def bench_data(args, output_dir: Path, training: dict | None = None) -> dict:
                       "times_vit_training": round(args.batch_size / median(times) / vit_rate, 2)}
                for name, times in data_times.items()}
     dataset, collate = pipelines[image_pipeline]
-    worker_batches = 4 if args.quick else 16
+    # one epoch at most: the warm-up batch plus the timed ones must fit in the set
+    worker_batches = min(4 if args.quick else 16, len(dataset) // args.batch_size - 1)
     workers = {str(n): round(_loader_rate(dataset, collate, args.batch_size, n, worker_batches, args.seed), 1) for n in (1, 2)}
     load_after = round(os.getloadavg()[0], 2)
     cpu_count = os.cpu_count() or 1
