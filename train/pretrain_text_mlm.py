@@ -127,7 +127,10 @@ def main(argv=None) -> dict:
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
     from transformers import get_linear_schedule_with_warmup
 
+    from emvision.train.loop.trainer import set_cpu_threads
+
     accelerator = Accelerator()
+    set_cpu_threads(accelerator, None)  # both cores of a one-process `accelerate launch` on a CPU
     set_seed(args.seed)
     if args.tokenizer_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)

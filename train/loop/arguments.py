@@ -129,6 +129,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=42, help="seed of the initial weights, the data order and every random draw")
     group.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None, help="overrides accelerate's config")
     group.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader workers per process")
+    group.add_argument("--cpu_threads", type=positive_int, default=None,
+                       help="torch threads per process on a CPU (default: the machine's cores shared out among this machine's "
+                            "processes when `accelerate launch` left its own default of 1; otherwise torch's)")
     run = parser.add_argument_group("output, checkpoints and tracking")
     run.add_argument("--output_dir", type=str, default=None, help="model folder to write (default: outputs/<script>)")
     run.add_argument("--overwrite_output_dir", action="store_true",
