@@ -72,7 +72,7 @@ RECIPES = {
 # --text_model_name_or_path or --paper_protocol asks for it.
 RECIPE_MODEL_CONFIGS = {"fast": {"ode_method": "euler", "use_text_branch": False}, "paper": {}}
 # optimizer steps of a run on the embedded synthetic set (no --dataset, no --max_train_steps)
-QUICK_START_STEPS = {"fast": 1200, "paper": 60}
+QUICK_START_STEPS = {"fast": 900, "paper": 60}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +156,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     preflight(args)
 
+    import torch
+
     from emvision.train.baselines import count_parameters
     from emvision.train.data.collators import ImageCollator
     from emvision.train.data.images import undecoded
@@ -182,7 +184,8 @@ def main(argv=None) -> dict:
     if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
         remove_stale_outputs(Path(args.output_dir), log=accelerator.print)
     accelerator.wait_for_everyone()
-    accelerator.print(f"HNF training on {accelerator.num_processes} process(es), device {accelerator.device}")
+    threads = f", {torch.get_num_threads()} CPU thread(s) per process" if accelerator.device.type == "cpu" else ""
+    accelerator.print(f"HNF training on {accelerator.num_processes} process(es), device {accelerator.device}{threads}")
     if args.quick_start:
         accelerator.print(f"Embedded synthetic set, --recipe {args.recipe}: a budget of {args.max_train_steps} optimizer steps "
                           "(--max_train_steps 0 lifts it)")

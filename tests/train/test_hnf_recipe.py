@@ -46,7 +46,7 @@ def test_the_fast_recipe_is_the_default_and_the_paper_recipe_restores_the_papers
 
     fast = parse_args(["--output_dir", "unused"])
     assert (fast.recipe, fast.optimizer, fast.lr_scheduler, fast.learning_rate, fast.weight_decay) == ("fast", "adamw", "cosine", 2e-3, 0.05)
-    assert fast.augment is True and fast.warmup_steps == 100 and fast.synthetic_num_images == 3500 and fast.max_train_steps == 1200
+    assert fast.augment is True and fast.warmup_steps == 100 and fast.synthetic_num_images == 3500 and fast.max_train_steps == 900
     paper = parse_args(["--recipe", "paper", "--output_dir", "unused"])
     assert (paper.optimizer, paper.lr_scheduler, paper.learning_rate, paper.weight_decay, paper.warmup_steps) == ("adam", "plateau", 1e-3, 0.0, 0)
     assert paper.augment is False and paper.synthetic_num_images == 1000 and paper.max_train_steps == 60
