@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from emvision.train.loop.arguments import HelpFormatter, ScriptArgumentParser, num_folds_type
+from emvision.train.loop.arguments import HelpFormatter, ScriptArgumentParser, num_folds_type, refuse_reserved, split_script_args
 from emvision.train.loop.preflight import InputError, earlier_run_entries, run_script
 
 SCRIPTS = ("vqa", "classify")
@@ -97,16 +97,11 @@ def parse_folds(parser: argparse.ArgumentParser, text: str | None, num_folds: in
 
 
 def main(argv=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    script_args: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, script_args = argv[:split], argv[split + 1 :]
+    argv, script_args = split_script_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    for reserved in ("--fold", "--num_folds", "--output_dir"):
-        if reserved in script_args:
-            parser.error(f"{reserved} is set per fold by kfold.py; pass --num_folds/--output_dir before '--'")
+    refuse_reserved(parser, script_args, ("--fold", "--num_folds", "--output_dir"), "kfold.py",
+                    "pass --num_folds/--output_dir before '--'")
     folds = parse_folds(parser, args.folds, args.num_folds)
     output_dir = Path(args.output_dir or f"outputs/{args.script}_kfold")
     if args.overwrite_output_dir and "--overwrite_output_dir" not in script_args:

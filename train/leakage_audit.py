@@ -27,7 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from emvision.train.loop.arguments import HelpFormatter, ScriptArgumentParser, check_fold, non_negative_int, num_folds_type
+from emvision.train.loop.arguments import (
+    HelpFormatter,
+    ScriptArgumentParser,
+    check_fold,
+    non_negative_int,
+    num_folds_type,
+    refuse_reserved,
+    split_script_args,
+)
 from emvision.train.loop.preflight import InputError, earlier_run_entries, run_script
 
 # model -> (script, label-conditioned flags)
@@ -146,20 +154,14 @@ def parse_models(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    shared: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, shared = argv[:split], argv[split + 1:]
+    argv, shared = split_script_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     check_fold(parser, args.fold, args.num_folds)
     models = parse_models(parser, args.models)
     extra = {model: shlex.split(getattr(args, f"{model}_args")) for model in models}
     for given in [shared, *extra.values()]:
-        for reserved in RESERVED:
-            if reserved in given:
-                parser.error(f"{reserved} is set by leakage_audit.py for each run; pass --fold/--num_folds/--output_dir before '--'")
+        refuse_reserved(parser, given, RESERVED, "leakage_audit.py", "pass --fold/--num_folds/--output_dir before '--'")
     output_dir = Path(args.output_dir)
     runs = {(model, protocol): output_dir / f"{model}_{protocol}" for model in models for protocol in ("label_free", "label_conditioned")}
     if args.overwrite_output_dir:

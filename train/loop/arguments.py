@@ -145,6 +145,22 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                      help="accelerate trackers, comma-separated, or 'none' (default: the trackers installed, 'none' when there are none)")
 
 
+def split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """A runner's command line cut at its first ``--``: (the runner's own options, the options passed on to the
+    training script it runs)."""
+    if "--" not in argv:
+        return list(argv), []
+    split = argv.index("--")
+    return list(argv[:split]), list(argv[split + 1:])
+
+
+def refuse_reserved(parser: argparse.ArgumentParser, given: list[str], reserved: tuple[str, ...], runner: str, instead: str) -> None:
+    """Stop with the runner's usage line when options it sets for each run were passed on to the script."""
+    for option in reserved:
+        if option in given:
+            parser.error(f"{option} is set by {runner} for each run; {instead}")
+
+
 def check_training_args(parser: argparse.ArgumentParser, args) -> None:
     """Parse-time checks that span several arguments."""
     check_fold(parser, args.fold, args.num_folds)
