@@ -43,7 +43,7 @@ def parse_args(argv=None):
         help="MLP width of the ViT (default: HNF's intermediate_size, as in train/classify.py --baseline vit)",
     )
     parser.add_argument("--ablations", action="store_true", help="also time HNF's ablation switches")
-    parser.add_argument("--ode_method", default=None, help="solver of the HNF row (default: the config's, rk4)")
+    parser.add_argument("--ode_method", default=None, help="solver of the HNF row (default: the config's, euler)")
     parser.add_argument("--solvers", default="", help="also time HNF with each of these solvers (e.g. rk4,midpoint,euler)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)

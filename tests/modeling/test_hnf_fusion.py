@@ -84,3 +84,21 @@ def test_the_text_branch_sees_the_whole_description():
     model = HNFForImageClassification(config)
     kept = model.hnf.text_encoder.description_attention_mask.sum(dim=1)
     assert kept.tolist() == [len(long_text.encode()) + 1] * 10  # every byte and the end-of-sequence token
+
+
+def test_a_saved_config_without_ode_method_loads_with_rk4_the_default_of_its_time(tmp_path):
+    torch.manual_seed(0)
+    old = HNFForImageClassification(tiny_hnf_config(ode_method="rk4")).eval()
+    old.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["ode_method"]  # what a folder written while RK4 was the default may hold
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+
+    loaded = HNFForImageClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.ode_method == "rk4"
+    images = _images(old.config)
+    torch.testing.assert_close(loaded(pixel_values=images).logits, old(pixel_values=images).logits)
+    assert HNFConfig().ode_method == "euler"  # a new config takes the solver chosen at equal budget
+    fresh = tmp_path / "new"
+    HNFForImageClassification(tiny_hnf_config()).save_pretrained(fresh)
+    assert json.loads((fresh / "config.json").read_text())["ode_method"] == "euler", "saved configs name their solver"

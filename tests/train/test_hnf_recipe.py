@@ -50,7 +50,7 @@ def test_the_fast_recipe_is_the_default_and_the_paper_recipe_restores_the_papers
     paper = parse_args(["--recipe", "paper", "--output_dir", "unused"])
     assert (paper.optimizer, paper.lr_scheduler, paper.learning_rate, paper.weight_decay, paper.warmup_steps) == ("adam", "plateau", 1e-3, 0.0, 0)
     assert paper.augment is False and paper.synthetic_num_images == 1000 and paper.max_train_steps == 60
-    assert RECIPE_MODEL_CONFIGS["paper"] == {}, "the paper recipe keeps HNFConfig's own (the paper's) defaults"
+    assert RECIPE_MODEL_CONFIGS["paper"] == {"ode_method": "rk4"}, "the paper recipe: HNFConfig's defaults with the paper's RK4 solver"
     explicit = parse_args(["--learning_rate", "5e-4", "--no-augment", "--lr_scheduler", "plateau", "--output_dir", "unused"])
     assert (explicit.learning_rate, explicit.augment, explicit.lr_scheduler, explicit.optimizer) == (5e-4, False, "plateau", "adamw")
     assert parse_args(["--dataset", "data/sem", "--output_dir", "unused"]).max_train_steps is None, "a real dataset gets the full schedule"

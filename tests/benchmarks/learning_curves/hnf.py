@@ -43,7 +43,14 @@ RUNS = {
     "hnf_text": {"label": "HNF + text branch (bidirectional)", "config": {"ode_method": "euler"}, "text": True},
     "hnf_text_one_way": {"label": "HNF + text branch (image-to-text only)", "config": {"ode_method": "euler", "fusion_direction": "image_to_text"},
                          "text": True},
-    "hnf_paper": {"label": "HNF, paper recipe (RK4, Adam const, no aug., text)", "config": {}, "text": True, "paper": True},
+    # the solver, at the fast recipe otherwise (HNFConfig's ode_method is chosen from these at equal budget)
+    "hnf_midpoint": {"label": "HNF, midpoint solver", "config": {"ode_method": "midpoint", "use_text_branch": False}},
+    "hnf_rk4": {"label": "HNF, RK4 solver", "config": {"ode_method": "rk4", "use_text_branch": False}},
+    # coarser patches (49, 49 and 16 tokens per layer instead of 196, 64 and 49): fewer tokens, more steps per CPU-second
+    "hnf_coarse": {"label": "HNF, patches 32/32/56 (Euler, no text)",
+                   "config": {"ode_method": "euler", "use_text_branch": False, "patch_sizes": [32, 32, 56]}},
+    "vit_coarse": {"label": "ViT baseline, patch 32", "config": {"patch_sizes": [32, 32, 56]}, "vit": True},
+    "hnf_paper": {"label": "HNF, paper recipe (RK4, Adam const, no aug., text)", "config": {"ode_method": "rk4"}, "text": True, "paper": True},
 }
 FAST = dict(optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, lr_scheduler="cosine", warmup_steps=100, min_lr_ratio=0.0,
             lr_factor=0.5, lr_patience=5)
