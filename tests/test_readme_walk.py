@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from openai_fake_server import FakeOpenAIServer
-from tiny_models import free_port
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"

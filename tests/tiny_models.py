@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-
 from emvision.modeling import HNFConfig, MVaEMaConfig
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now: two-process runs rendezvous there, so that runs side by side never collide."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 # HAND-WRITTEN STAND-INS for the LLM-written class descriptions (short, written for these tests; not model output).
 HAND_WRITTEN_DESCRIPTIONS = {

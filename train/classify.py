@@ -156,8 +156,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     preflight(args)
 
-    import torch
-
     from emvision.train.baselines import count_parameters
     from emvision.train.data.collators import ImageCollator
     from emvision.train.data.images import undecoded
@@ -168,7 +166,7 @@ def main(argv=None) -> dict:
     from emvision.train.evaluation.chance import CLASSIFICATION_CHANCE_NOTE
     from emvision.train.evaluation.classifier import evaluate_classifier
     from emvision.train.evaluation.zero_shot import evaluate_mvaema_folder
-    from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+    from emvision.train.loop.trainer import TrainingLoop, make_accelerator, placement
     from emvision.train.publishing.hub import maybe_push
     from emvision.train.publishing.lora import apply_lora
     from emvision.train.publishing.model_card import (
@@ -184,8 +182,7 @@ def main(argv=None) -> dict:
     if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
         remove_stale_outputs(Path(args.output_dir), log=accelerator.print)
     accelerator.wait_for_everyone()
-    threads = f", {torch.get_num_threads()} CPU thread(s) per process" if accelerator.device.type == "cpu" else ""
-    accelerator.print(f"HNF training on {accelerator.num_processes} process(es), device {accelerator.device}{threads}")
+    accelerator.print(f"HNF training on {placement(accelerator)}")
     if args.quick_start:
         accelerator.print(f"Embedded synthetic set, --recipe {args.recipe}: a budget of {args.max_train_steps} optimizer steps "
                           "(--max_train_steps 0 lifts it)")

@@ -231,7 +231,7 @@ def main(argv=None) -> dict:
     from emvision.train.evaluation.chance import VQA_CHANCE_NOTE
     from emvision.train.evaluation.vqa import BASICS_QUESTION_ID, evaluate_vqa
     from emvision.train.evaluation.zero_shot import evaluate_zero_shot
-    from emvision.train.loop.trainer import TrainingLoop, make_accelerator
+    from emvision.train.loop.trainer import TrainingLoop, make_accelerator, placement
     from emvision.train.publishing.hub import maybe_push
     from emvision.train.publishing.lora import apply_lora
     from emvision.train.publishing.model_card import (
@@ -247,8 +247,7 @@ def main(argv=None) -> dict:
     if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
         remove_stale_outputs(Path(args.output_dir), log=accelerator.print)
     accelerator.wait_for_everyone()
-    threads = f", {torch.get_num_threads()} CPU thread(s) per process" if accelerator.device.type == "cpu" else ""
-    accelerator.print(f"MVaEMa training on {accelerator.num_processes} process(es), device {accelerator.device}{threads}")
+    accelerator.print(f"MVaEMa training on {placement(accelerator)}")
     accelerator.print(f"Recipe {args.recipe!r}: {args.optimizer}, {args.lr_scheduler} schedule, {args.sampling} sampling"
                       + (", augmented training images" if args.augment else ""))
     if args.quick_start:

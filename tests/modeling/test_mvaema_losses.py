@@ -8,12 +8,12 @@ test spawns start without importing transformers; `test_the_package_exports_this
 import importlib.util
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ports import free_port
 
 LOSSES_FILE = Path(__file__).resolve().parents[2] / "modeling" / "losses.py"
 
@@ -132,12 +132,6 @@ def test_itm_and_lm_losses():
 # Two processes (gloo): the gathered loss and its gradients equal one process on the global batch
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank, world_size, port, image, text, ids, queue):
     import torch.distributed as dist
 
@@ -172,7 +166,7 @@ def test_two_processes_match_one_process_on_the_global_batch():
 
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _free_port()
+    port = free_port()
     workers = [context.Process(target=_worker, args=(rank, 2, port, image, text, ids, queue)) for rank in range(2)]
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for worker in workers:

@@ -67,6 +67,12 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
+def placement(accelerator: Accelerator) -> str:
+    """Where a run trains, for its first line: processes, device and, on a CPU, torch threads per process."""
+    threads = f", {torch.get_num_threads()} CPU thread(s) per process" if accelerator.device.type == "cpu" else ""
+    return f"{accelerator.num_processes} process(es), device {accelerator.device}{threads}"
+
+
 def set_cpu_threads(accelerator: Accelerator, requested: int | None) -> int | None:
     """Torch threads per process on a CPU run; returns the number (None off the CPU).
 
