@@ -7,7 +7,6 @@ predicted label is the classifier's, and saves a screenshot (also to $EMVISION_D
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from emvision.apps.models import Classifier
 
@@ -31,15 +31,9 @@ CHROMIUM_FLAGS = [
 MICROGRAPH = "Nanowires/L6_0a6f18702a4a32677c74ed390f3af7af.jpg"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def demo_url(hnf_folder, mvaema_folder, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "demo.log", "w")
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "emvision.apps.cli", "demo", "--model", str(mvaema_folder), "--classifier", str(hnf_folder),
