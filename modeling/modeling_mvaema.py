@@ -980,10 +980,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         cross-attention KV cache: greedy, beam search (`num_beams`) and sampling (`do_sample`) all work.
         Without `input_ids` the decoder starts from [DEC] alone (captioning). Returns prompt + generated ids.
 
-        Plain greedy decoding (only `max_new_tokens`, `min_new_tokens`, `do_sample=False`, `num_beams=1`,
-        `use_cache` given, and a generation config without other settings) takes a shorter loop of its own
+        Plain greedy decoding (only `max_new_tokens`, `min_new_tokens`, `repetition_penalty`, `do_sample=False`,
+        `num_beams=1`, `use_cache` given, and a generation config without other settings) takes a shorter loop of its own
         (`fast_greedy=False` turns it off): the same prefill, then `MVaEMaTextModel.decode_step` per token, with
-        GenerationMixin's stopping rules ([EOS], then padding; `min_new_tokens` holds [EOS] back). It returns the
+        GenerationMixin's stopping rules ([EOS], then padding; `min_new_tokens` holds [EOS] back) and its repetition
+        penalty (on every prompt and generated token but the left padding). It returns the
         same ids as the GenerationMixin loop (bit-identical logits; tested).
         """
         if image_embeds is None:
@@ -1010,9 +1011,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         )
 
     # generate() arguments and generation-config fields the short greedy loop implements (anything else: GenerationMixin)
-    _GREEDY_ARGUMENTS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache"})
+    _GREEDY_ARGUMENTS = frozenset({"max_new_tokens", "min_new_tokens", "repetition_penalty", "do_sample", "num_beams", "use_cache"})
     _GREEDY_CONFIG_FIELDS = frozenset({
-        "max_new_tokens", "min_new_tokens", "do_sample", "num_beams", "use_cache", "pad_token_id", "bos_token_id",
+        "max_new_tokens", "min_new_tokens", "repetition_penalty", "do_sample", "num_beams", "use_cache", "pad_token_id", "bos_token_id",
         "eos_token_id", "decoder_start_token_id", "output_attentions", "output_hidden_states", "return_dict_in_generate",
         "_from_model_config", "transformers_version",
     })
@@ -1041,6 +1042,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         config = self.generation_config
         max_new_tokens = generate_kwargs.get("max_new_tokens", config.max_new_tokens)
         min_new_tokens = generate_kwargs.get("min_new_tokens", config.min_new_tokens) or 0
+        penalty = generate_kwargs.get("repetition_penalty", config.repetition_penalty)
+        penalty = None if penalty is None or penalty == 1.0 else float(penalty)
         eos = config.eos_token_id
         eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=input_ids.device)
         batch_size, prompt_length = input_ids.shape
@@ -1060,7 +1063,19 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         next_positions = position_ids[:, -1] + 1
         unfinished = torch.ones(batch_size, dtype=torch.bool, device=input_ids.device)
         length = prompt_length
+        if penalty is not None:
+            # GenerationMixin's RepetitionPenaltyLogitsProcessor: every token so far but the left padding (mapped to
+            # an extra column that is dropped); negative logits are multiplied by the penalty, positive ones divided
+            vocab_size = logits.shape[-1]
+            left_padding = (attention_mask != 0).int().argmax(dim=1)
+            padding = torch.arange(prompt_length, device=input_ids.device)[None, :] < left_padding[:, None]
+            sequences[:, :prompt_length] = input_ids.masked_fill(padding, vocab_size)
         for step in range(max_new_tokens):
+            if penalty is not None:
+                seen = sequences[:, :length].clamp(max=vocab_size)
+                padded = F.pad(logits, (0, 1))
+                score = padded.gather(1, seen)
+                logits = padded.scatter(1, seen, torch.where(score < 0, score * penalty, score / penalty))[:, :vocab_size]
             if eos is not None and step < min_new_tokens:
                 logits[:, eos] = float("-inf")
             next_tokens = logits.argmax(dim=-1)
@@ -1073,6 +1088,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 break
             hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias)
             logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].to(copy=True, dtype=torch.float32)
+        if penalty is not None:
+            sequences[:, :prompt_length] = input_ids
         return sequences[:, :length]
 
     # -- zero-shot classification ------------------------------------------------------------------

@@ -62,11 +62,26 @@ BASELINE_CARD_NOTE = (
 RECIPES = {
     "fast": {"optimizer": "adamw", "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
-             "vision_pretrain_steps": 500, "synthetic_num_images": 4000},
+             "vision_pretrain_steps": 500, "synthetic_num_images": 4000, "repetition_penalty": "auto"},
     "paper": {"optimizer": "adam", "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "sampling": "rows", "basics_weight": 1.0, "image_label_loss_weight": 0.0, "augment": False,
-              "vision_pretrain_steps": 0, "synthetic_num_images": 1000},
+              "vision_pretrain_steps": 0, "synthetic_num_images": 1000, "repetition_penalty": "1.0"},
 }
+PENALTY_CANDIDATES = (1.0, 1.15, 1.3, 1.5)  # --repetition_penalty auto chooses among these on the validation fold
+
+
+def penalty_or_auto(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        penalty = float(value)
+    except ValueError:
+        penalty = float("nan")
+    if not penalty > 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {value!r}")
+    return penalty
+
+
 SCRIPT_STARTED = time.time()  # the closing line's wall-clock covers imports, data, training and evaluation
 QUICK_START_STEPS = {"fast": 500, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = RECIPES["fast"]["synthetic_num_images"]
@@ -105,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="flip/rotate and jitter the training images (never the validation or test images; not with --streaming)")
     task.add_argument("--max_new_tokens", type=positive_int, default=96, help="longest generated answer, in tokens")
     task.add_argument("--num_beams", type=positive_int, default=1, help="beam-search width when answering (1: greedy)")
+    task.add_argument("--repetition_penalty", type=penalty_or_auto, default="auto",
+                      help="repetition penalty of the saved model's decoding (1.0: none), or auto: the candidate among "
+                      f"{', '.join(map(str, PENALTY_CANDIDATES))} with the best ROUGE-L on validation-fold pairs (never the test fold)")
     task.add_argument("--max_generate_samples", type=non_negative_int, default=0,
                       help="test QA pairs answered for BLEU/ROUGE/METEOR, evenly spaced over the test fold (default 0: all of them)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
@@ -229,7 +247,7 @@ def main(argv=None) -> dict:
     from emvision.train.data.splits import split_by_fold
     from emvision.train.data.streaming import streamed_vqa_rows, streaming_training_loop
     from emvision.train.evaluation.chance import VQA_CHANCE_NOTE
-    from emvision.train.evaluation.vqa import BASICS_QUESTION_ID, evaluate_vqa
+    from emvision.train.evaluation.vqa import BASICS_QUESTION_ID, choose_repetition_penalty, evaluate_vqa
     from emvision.train.evaluation.zero_shot import evaluate_zero_shot
     from emvision.train.loop.trainer import TrainingLoop, make_accelerator, placement
     from emvision.train.publishing.hub import maybe_push
@@ -324,6 +342,15 @@ def main(argv=None) -> dict:
 
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
+    decoding = {"repetition_penalty": args.repetition_penalty, "chosen_on": "command line"}
+    if args.repetition_penalty == "auto":
+        decoding = choose_repetition_penalty(accelerator, eval_model, processor, val_split, args, PENALTY_CANDIDATES, images=images)
+        args.repetition_penalty = decoding["repetition_penalty"]
+        accelerator.print(f"decoding: repetition penalty {args.repetition_penalty:g} (validation ROUGE-L by candidate: "
+                          + ", ".join(f"{p}: {r:.3f}" for p, r in decoding["validation_rougeL"].items())
+                          + f"; {decoding['num_validation_pairs']} validation pairs)")
+    # saved with the model: from_pretrained(...).generate() decodes as evaluated here
+    eval_model.generation_config.repetition_penalty = args.repetition_penalty
     vqa_metrics = evaluate_vqa(accelerator, eval_model, processor, test_split, args, train_split=train_split, images=images)
     # BLIP's VQA head has no likelihood classifier: zero-shot classification is MVaEMa's only
     zero_shot = {} if args.baseline else evaluate_zero_shot(accelerator, eval_model, processor, source, args)
@@ -352,6 +379,7 @@ def main(argv=None) -> dict:
         "steps_per_epoch": loop.steps_per_epoch,
         "optimizer_steps": state.global_step,
         "recipe": args.recipe,
+        "decoding": decoding,
         "vision_pretraining": vision_pretraining,
         "train_seconds": round(time.time() - started, 1),
         "process_cpu_seconds": round(time.process_time() - cpu_started, 1),
@@ -377,6 +405,9 @@ def main(argv=None) -> dict:
             f"{args.basics_weight:g}x as often)" if args.sampling == "image" and not args.streaming else "every QA row once per epoch")
             + ("; training images flipped/rotated and brightness/contrast-jittered" if args.augment else ""),
             *(["- Training prompts: caption naming the true category + question (the paper's protocol)"] if args.caption_protocol else []),
+            f"- Decoding: {'beam search, ' + str(args.num_beams) + ' beams' if args.num_beams > 1 else 'greedy'}, repetition penalty "
+            f"{args.repetition_penalty:g}" + (f" (the best ROUGE-L of {', '.join(map(str, PENALTY_CANDIDATES))} on "
+            f"{decoding['num_validation_pairs']} validation-fold pairs; saved in generation_config.json)" if "validation_rougeL" in decoding else ""),
         ]),
         results=results,
         label_conditioned=label_conditioned,

@@ -147,23 +147,31 @@ def test_mvaema_generate_equals_the_previous_implementation(reference_mvaema, se
     assert torch.equal(generated, expected)
 
 
+@pytest.mark.parametrize("repetition_penalty", [None, 3.0])
 @pytest.mark.parametrize("min_new_tokens", [0, 3, 12])
 @pytest.mark.parametrize("padded", [True, False])
-def test_fast_greedy_loop_equals_the_generation_mixin_loop(min_new_tokens, padded):
-    """The short greedy loop against GenerationMixin's, on a model whose [EOS] comes early (biased LM head)."""
+def test_fast_greedy_loop_equals_the_generation_mixin_loop(min_new_tokens, padded, repetition_penalty):
+    """The short greedy loop against GenerationMixin's, on a model whose [EOS] comes early (biased LM head), with and
+    without a repetition penalty."""
     torch.manual_seed(0)
     model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
     with torch.no_grad():
         model.lm_head.bias[EOS] += 3.0  # some rows stop early: padding after [EOS], early exit when all stop
+        if repetition_penalty:
+            model.lm_head.bias[30] += 0.5  # a token the model would repeat unless penalised
     input_ids, attention_mask = _prompts()
     if not padded:
         input_ids, attention_mask = input_ids[1:2].repeat(3, 1), attention_mask[1:2].repeat(3, 1)
     pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     common = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=12,
                   min_new_tokens=min_new_tokens)
-    assert model._plain_greedy({k: v for k, v in common.items() if k in ("max_new_tokens", "min_new_tokens")})
+    if repetition_penalty:
+        common["repetition_penalty"] = repetition_penalty
+    assert model._plain_greedy({k: v for k, v in common.items() if k in ("max_new_tokens", "min_new_tokens", "repetition_penalty")})
     fast, slow = model.generate(**common), model.generate(**common, fast_greedy=False)
     assert torch.equal(fast, slow)
+    if repetition_penalty and min_new_tokens:  # the penalty changed the answers (so the comparison above covered it)
+        assert not torch.equal(fast, model.generate(**{**common, "repetition_penalty": 1.0}))
     if min_new_tokens == 0:
         assert (fast == PAD).any() or fast.shape[1] < input_ids.shape[1] + 12  # [EOS] did end some rows
 
@@ -197,7 +205,7 @@ def test_non_greedy_settings_and_lora_style_wrappers_take_the_generation_mixin_l
     torch.manual_seed(0)
     model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
     assert model._plain_greedy({"max_new_tokens": 4})
-    for kwargs in ({"num_beams": 2}, {"do_sample": True}, {"repetition_penalty": 1.2}, {"output_scores": True}):
+    for kwargs in ({"num_beams": 2}, {"do_sample": True}, {"no_repeat_ngram_size": 2}, {"output_scores": True}):
         assert not model._plain_greedy({"max_new_tokens": 4, **kwargs})
     model.generation_config.no_repeat_ngram_size = 2
     assert not model._plain_greedy({"max_new_tokens": 4})

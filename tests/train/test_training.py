@@ -71,8 +71,15 @@ def test_vqa_script_writes_a_complete_model_folder(trained_vqa, real_sem_images)
     assert "Trained on synthetic data" in card and "model-index" in card and "oracle answers derived" in card
     assert "Label-free" in card
     assert "`transformers>=" in card.split("## Requirements", 1)[1] and "torchdiffeq" not in card
+    # the decoding was chosen on the validation fold (the best ROUGE-L of the candidates), and the saved model uses it
+    decoding = saved["decoding"]
+    assert decoding["chosen_on"].startswith("validation fold") and decoding["num_validation_pairs"] > 0
+    scores = {float(penalty): score for penalty, score in decoding["validation_rougeL"].items()}
+    assert scores[decoding["repetition_penalty"]] == max(scores.values())
+    assert f"repetition penalty {decoding['repetition_penalty']:g}" in card
 
     model = AutoModel.from_pretrained(output_dir).eval()
+    assert model.generation_config.repetition_penalty == decoding["repetition_penalty"]
     processor = AutoProcessor.from_pretrained(output_dir)
     inputs = processor(images=real_sem_images[0], text="Describe the surface texture.", return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=5)

@@ -128,7 +128,9 @@ def evaluate_run(folder: Path, points: int, eval_images: int, rouge_images: int)
     args = argparse.Namespace(dataset=metrics["dataset"], fold=0, num_folds=10, max_train_samples=None, max_eval_samples=None,
                               max_generate_samples=0, eval_with_captions=False, per_device_eval_batch_size=96, seed=42,
                               num_beams=1, max_new_tokens=96, output_dir=str(folder / "curve_eval"), labels=None,
-                              synthetic_num_images=None, synthetic_seed=0, streaming=False, hub_token=None)
+                              synthetic_num_images=None, synthetic_seed=0, streaming=False, hub_token=None,
+                              # the decoding the run chose on its validation fold (MVaEMa's saved generation config has it too)
+                              repetition_penalty=(metrics.get("decoding") or {}).get("repetition_penalty"))
     accelerator = Accelerator(cpu=True)
     source = resolve_dataset(args, accelerator, output_dir=args.output_dir)
     images = ImageTable(source.load("images"))
