@@ -1087,7 +1087,8 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             if step == max_new_tokens - 1 or (eos is not None and not bool(unfinished.any())):
                 break
             hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias)
-            logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].to(copy=True, dtype=torch.float32)
+            # a fresh tensor each step: changed in place above without the copy the prefill's logits need
+            logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].float()
         if penalty is not None:
             sequences[:, :prompt_length] = input_ids
         return sequences[:, :length]

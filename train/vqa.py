@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="repetition penalty of the saved model's decoding (1.0: none), or auto: the candidate among "
                       f"{', '.join(map(str, PENALTY_CANDIDATES))} with the best ROUGE-L on validation-fold pairs (never the test fold)")
     task.add_argument("--max_generate_samples", type=non_negative_int, default=0,
-                      help="test QA pairs answered for BLEU/ROUGE/METEOR, evenly spaced over the test fold (default 0: all of them)")
+                      help="test QA pairs answered for BLEU/ROUGE/METEOR, a seeded random sample of the test fold (default 0: all of them)")
     add_data_args(parser, default_synthetic_images=DEFAULT_SYNTHETIC_IMAGES)
     add_streaming_args(parser)
     add_training_args(parser)

@@ -219,7 +219,7 @@ def test_lora_fine_tuning_of_a_released_model_offline_with_the_network_blocked(t
     assert "base_model" not in card.split("---", 2)[1], "a local base folder is not a Hub id"
     assert f"- Base model: the local folder `{base_dir}` (not on the Hub); it was trained on `" in card
     assert "`: synthetic images; question-answer pairs: oracle answers" in card  # the base's own data provenance
-    assert re.search(r"\| BLEU-2 \| [\d.]+ \| 4 test QA pairs \(of \d+ in the test fold, evenly spaced\) \| [\d.]+ \|", card), card
+    assert re.search(r"\| BLEU-2 \| [\d.]+ \| 4 test QA pairs \(a seeded random sample of the \d+ in the test fold\) \| [\d.]+ \|", card), card
 
     processor = AutoProcessor.from_pretrained(output_dir)
     inputs = processor(images=real_sem_images[3], text="What does the micrograph show?", answers="a sample", return_tensors="pt")
@@ -441,7 +441,7 @@ def test_cards_tell_provenance_test_sizes_chance_and_the_real_epoch_fraction(tra
     assert metrics["epochs"] == pytest.approx(6 / steps_per_epoch, abs=1e-3)
     rows = re.findall(r"^\| (BLEU-2|ROUGE-L|METEOR|Zero-shot Top-1 accuracy) \| ([\d.]+) \| ([^|]+) \| ([\d.]+) \|$", card, flags=re.M)
     assert len(rows) == 4, card
-    assert rows[0][2].strip() == f"8 test QA pairs (of {metrics['num_test_pairs_in_fold']} in the test fold, evenly spaced)"
+    assert rows[0][2].strip() == f"8 test QA pairs (a seeded random sample of the {metrics['num_test_pairs_in_fold']} in the test fold)"
     assert rows[3][2].strip() == f"{metrics['zero_shot_classification']['num_images']} test images"
     assert float(rows[3][3]) == pytest.approx(0.1)  # 10 classes: a uniform guess is right 1 time in 10
     assert 0 < metrics["chance"]["rougeL"] < 1
@@ -457,7 +457,11 @@ def test_vqa_figures_cover_the_whole_test_fold_unless_a_spaced_sample_is_asked_f
 
     assert parse_args(["--output_dir", "unused"]).max_generate_samples == 0
     assert spread_sample(1000, 0) == spread_sample(1000, 1000) == spread_sample(1000, 5000) == list(range(1000))
-    assert spread_sample(1000, 8) == [0, 125, 250, 375, 500, 625, 750, 875]  # 10 pairs per image: 8 different images
+    # a fold of 100 images x 10 questions (rows grouped by image): the sample spans images and questions alike
+    # (evenly spaced rows, every 10th, would all be the same question)
+    sample = spread_sample(1000, 100)
+    assert sample == spread_sample(1000, 100) == sorted(set(sample)) and len(sample) == 100
+    assert len({index % 10 for index in sample}) == 10 and len({index // 10 for index in sample}) >= 60
     assert vqa_results({"bleu2": 0.5, "num_test_pairs": 1000, "num_test_pairs_in_fold": 1000})[0].test_set == \
         "1000 test QA pairs (the whole test fold)"
 

@@ -3,6 +3,8 @@ ROUGE-1/2/L and METEOR from the project's metric module (``train/metrics/vqa``).
 
 from __future__ import annotations
 
+import random
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -32,12 +34,14 @@ def generate_answers(accelerator, model, processor, rows, *, with_captions: bool
     return answers
 
 
-def spread_sample(num_rows: int, size: int) -> list[int]:
-    """``size`` row indices evenly spaced over ``num_rows`` (all of them when ``size`` is 0 or not smaller): a fold's
-    rows come grouped by image, so its first rows would be a few images of few classes, a spaced sample spans them."""
+def spread_sample(num_rows: int, size: int, seed: int = 0) -> list[int]:
+    """``size`` row indices (sorted) drawn at random with a fixed seed from ``num_rows`` (all of them when ``size`` is 0
+    or not smaller). A fold's rows come grouped by image, ten questions each, so its first rows would be a few images
+    of few classes, and evenly spaced rows keep landing on the same questions (every 10th row is the same question of
+    the next image); a seeded random draw spans the images and the questions alike."""
     if not size or size >= num_rows:
         return list(range(num_rows))
-    return [index * num_rows // size for index in range(size)]
+    return sorted(random.Random(seed).sample(range(num_rows), size))
 
 
 def _penalty(args) -> float | None:
@@ -67,7 +71,7 @@ def choose_repetition_penalty(accelerator, model, processor, validation_rows, ar
 
 def evaluate_vqa(accelerator, model, processor, test_split, args, train_split=None, images=None) -> dict:
     """BLEU-2/4, ROUGE-1/2/L, METEOR of the model's answers on the test fold (every pair by default; with
-    --max_generate_samples N, N pairs evenly spaced over it), the number of pairs they were measured on and, given
+    --max_generate_samples N, a seeded random sample of N pairs), the number of pairs they were measured on and, given
     ``train_split``, their chance level. ``images`` joins text rows to their images (schema version 2)."""
     in_fold = len(test_split)
     if args.max_generate_samples and len(test_split) > args.max_generate_samples:

@@ -417,7 +417,7 @@ def vqa_results(metrics: dict) -> list[Result]:
     """The card rows of ``evaluation.vqa.evaluate_vqa``'s BLEU/ROUGE/METEOR."""
     pairs, in_fold = metrics["num_test_pairs"], metrics.get("num_test_pairs_in_fold", metrics["num_test_pairs"])
     test_set = f"{pairs} test QA pair{'s' if pairs != 1 else ''}" + (
-        f" (of {in_fold} in the test fold, evenly spaced)" if in_fold > pairs else " (the whole test fold)")
+        f" (a seeded random sample of the {in_fold} in the test fold)" if in_fold > pairs else " (the whole test fold)")
     chance = metrics.get("chance", {})
     results = [Result(key, metrics[key], test_set, chance.get(key)) for key in ("bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor")
                if isinstance(metrics.get(key), float)]
