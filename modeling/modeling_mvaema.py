@@ -1246,7 +1246,9 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         prototypes = F.normalize(torch.stack([text_features[owner == k].mean(0) for k in range(len(class_texts))]), dim=-1)
         temperature = self.itc_temperature.clamp(self.config.itc_temperature_min, self.config.itc_temperature_max)
         probs = (self.get_image_features(image_embeds=image_embeds) @ prototypes.t() / temperature).softmax(dim=-1)
-        if rerank_top_k and self.itm_head is not None:
+        if rerank_top_k and self.itm_head is None:
+            raise ValueError("rerank_top_k re-scores the classes with the ITM head, but this model was built with use_itm=False")
+        if rerank_top_k:
             reranked = torch.zeros_like(probs)
             for i, top in enumerate(probs.topk(min(rerank_top_k, probs.shape[1]), dim=-1).indices.tolist()):
                 for k in top:

@@ -31,6 +31,11 @@ def test_default_zero_shot_is_itc_retrieval_against_class_text_prototypes():
     assert torch.allclose(probs, expected, atol=1e-5)
     reranked = model.classify(pixel_values, tokenizer, class_texts=texts, rerank_top_k=2)
     assert torch.allclose(reranked.sum(-1), torch.ones(3)) and ((reranked > 0).sum(-1) == 2).all()
+    # a model without ITM (the fast recipe's) retrieves through ITC alone, and says so when asked to re-rank
+    no_itm = tiny_model(use_itm=False)
+    assert no_itm.classify(pixel_values, tokenizer, class_texts=texts).shape == (3, 3)
+    with pytest.raises(ValueError, match="use_itm=False"):
+        no_itm.classify(pixel_values, tokenizer, class_texts=texts, rerank_top_k=2)
 
 
 def test_without_itc_zero_shot_scores_the_names_inside_the_basics_answer_openings():

@@ -46,7 +46,8 @@ def lora_config_for(model, args) -> LoraConfig:
         raise ValueError(f"{type(model).__name__} names no default LoRA target modules: pass --lora_target_modules")
     modules_to_save = _split(args.lora_modules_to_save)
     if modules_to_save is None:
-        modules_to_save = list(getattr(model, "_lora_modules_to_save", [])) or None
+        # the heads this model has (an MVaEMa trained without ITM has no itm_head)
+        modules_to_save = [name for name in getattr(model, "_lora_modules_to_save", []) if getattr(model, name, None) is not None] or None
     return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=modules_to_save)
 
 
