@@ -78,6 +78,22 @@ def test_recipes_default_fast_and_paper_is_named_and_explicit_options_win():
     assert paper.image_label_loss_weight == 0 and paper.vision_pretrain_steps == 0 and paper.max_train_steps == 150
     mixed = parse_args(["--recipe", "paper", "--optimizer", "adamw", "--output_dir", "/tmp/x"])
     assert mixed.optimizer == "adamw" and mixed.lr_scheduler == "plateau"
+    # ITM: left out by the fast recipe, kept by the paper's, and --itm / --no-itm win over either
+    assert (fast.itm, paper.itm, fast.max_train_steps) == (False, True, 700)
+    assert parse_args(["--itm", "--output_dir", "/tmp/x"]).itm and not parse_args(["--recipe", "paper", "--no-itm", "--output_dir", "/tmp/x"]).itm
+    # decoding: the fast recipe chooses the repetition penalty on validation, the paper's decodes plainly
+    assert (fast.repetition_penalty, paper.repetition_penalty) == ("auto", 1.0)
+    assert parse_args(["--repetition_penalty", "1.2", "--output_dir", "/tmp/x"]).repetition_penalty == 1.2
+    with pytest.raises(SystemExit):
+        parse_args(["--repetition_penalty", "0", "--output_dir", "/tmp/x"])
+
+
+@pytest.mark.parametrize("flags, has_itm", [([], False), (["--itm"], True), (["--recipe", "paper"], True)])
+def test_the_built_model_trains_itm_only_when_asked(flags, has_itm):
+    from emvision.train.vqa import build_model_and_processor, parse_args
+
+    model, _ = build_model_and_processor(parse_args([*flags, "--output_dir", "/tmp/x"]), ["what is shown", "a powder of grains"])
+    assert model.config.use_itm is has_itm and (model.itm_head is not None) is has_itm
 
 
 def test_card_shows_test_answers_beside_their_references():

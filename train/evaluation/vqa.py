@@ -51,8 +51,8 @@ def _penalty(args) -> float | None:
 
 def choose_repetition_penalty(accelerator, model, processor, validation_rows, args, candidates, *, images=None,
                               max_pairs: int = 200) -> dict:
-    """The repetition penalty (of ``candidates``) whose answers to up to ``max_pairs`` validation-fold pairs (evenly
-    spaced) score the best ROUGE-L; ties go to the smaller penalty. A small model trained briefly loops on phrases
+    """The repetition penalty (of ``candidates``) whose answers to up to ``max_pairs`` validation-fold pairs (a seeded
+    random sample) score the best ROUGE-L; ties go to the smaller penalty. A small model trained briefly loops on phrases
     ("at 20 µm at 20 µm ..."); how much penalty helps depends on how far it trained, so it is chosen per run, on
     data the test metrics never see."""
     rows = validation_rows.select(spread_sample(len(validation_rows), max_pairs))
