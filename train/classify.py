@@ -67,7 +67,8 @@ RECIPES = {
     "paper": {"optimizer": "adam", "learning_rate": 1e-3, "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "min_lr_ratio": 0.0, "augment": False, "synthetic_num_images": 1000},
 }
-# HNFConfig fields each recipe sets on a new model before --config_overrides (the config's own defaults are the paper's).
+# HNFConfig fields each recipe sets on a new model before --config_overrides (the config's defaults are the paper's but
+# for its solver: Euler, chosen at equal budget; the paper recipe sets the paper's RK4).
 # The fast recipe leaves the text branch out (measured: tests/benchmarks/learning_curves/hnf.py), unless
 # --text_model_name_or_path or --paper_protocol asks for it.
 RECIPE_MODEL_CONFIGS = {"fast": {"ode_method": "euler", "use_text_branch": False}, "paper": {"ode_method": "rk4"}}

@@ -345,7 +345,7 @@ def main(argv=None) -> dict:
 
     unwrapped = accelerator.unwrap_model(model)
     eval_model = unwrapped.get_base_model() if args.lora else unwrapped
-    decoding = {"repetition_penalty": args.repetition_penalty, "chosen_on": "command line"}
+    decoding = {"repetition_penalty": args.repetition_penalty, "chosen_on": "--repetition_penalty (the recipe's or the command line's)"}
     if args.repetition_penalty == "auto":
         decoding = choose_repetition_penalty(accelerator, eval_model, processor, val_split, args, PENALTY_CANDIDATES, images=images)
         args.repetition_penalty = decoding["repetition_penalty"]

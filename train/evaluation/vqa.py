@@ -26,8 +26,8 @@ def generate_answers(accelerator, model, processor, rows, *, with_captions: bool
     loader = accelerator.prepare(DataLoader(rows, batch_size=batch_size, collate_fn=collate))
     model.eval()
     answers: list[str] = []
+    penalty = {} if repetition_penalty is None else {"repetition_penalty": float(repetition_penalty)}
     for batch in progress(accelerator, loader, "answering"):
-        penalty = {} if repetition_penalty is None else {"repetition_penalty": float(repetition_penalty)}
         generated = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False, **penalty)
         texts = processor.batch_decode(generated, skip_special_tokens=True)
         answers.extend(accelerator.gather_for_metrics(texts, use_gather_object=True))
