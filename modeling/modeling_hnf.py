@@ -18,6 +18,7 @@ from transformers.modeling_utils import get_torch_context_manager_or_global_devi
 from transformers.utils import ModelOutput
 
 from .configuration_hnf import HNFConfig
+from .conv_stem import MicrographConvStem
 from .hnf_graph import HNFGraphBlock
 from .hnf_ode import HNFBidirectionalODE, HNFFeedForward, HNFODEVectorField, HNFSelfAttention
 from .hnf_text import HNFTextEncoder
@@ -71,30 +72,47 @@ class HNFPatchEmbedding(nn.Module):
     """Cuts the image into non-overlapping `patch_size` patches, embeds each linearly, adds position embeddings.
 
     The same map as a stride-`patch_size` convolution, computed as one matmul (faster on CPU for large patches).
+    With a convolutional stem (`HNFConfig.patch_embedding="conv_stem"`) the patches are cut from the stem's map
+    instead (`stem_maps` in `forward`): a strided convolution of the map's features, on the same token grid.
     """
 
-    def __init__(self, config: HNFConfig, patch_size: int):
+    def __init__(self, config: HNFConfig, patch_size: int, stem: MicrographConvStem | None = None):
         super().__init__()
         self.image_size = config.image_size
         self.num_channels = config.num_channels
         self.patch_size = patch_size
         self.grid_size = config.image_size // patch_size
         self.num_patches = self.grid_size**2
-        self.projection = nn.Linear(config.num_channels * patch_size**2, config.hidden_size)
+        if stem is None:
+            self.stem_stage, self.projection = None, nn.Linear(config.num_channels * patch_size**2, config.hidden_size)
+        else:
+            self.stem_stage, self.projection = stem.projection(patch_size, config.hidden_size)
         self.position_embedding = nn.Parameter(torch.zeros(1, self.num_patches, config.hidden_size))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, stem_maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the patch contents (B, N, d) and the patch tokens with positions (B, N, d)."""
         if pixel_values.dim() != 4 or pixel_values.shape[1:] != (self.num_channels, self.image_size, self.image_size):
             raise ValueError(
                 f"pixel_values must have shape (batch, {self.num_channels}, {self.image_size}, {self.image_size}), "
                 f"got {tuple(pixel_values.shape)}; preprocess with the model's image processor"
             )
+        if self.stem_stage is not None:
+            if stem_maps is None:
+                raise ValueError("this patch embedding reads the convolutional stem's maps: pass stem_maps")
+            content = self.projection(stem_maps[self.stem_stage]).flatten(2).transpose(1, 2)
+            return content, content + self.position_embedding
         batch, grid, size = pixel_values.shape[0], self.grid_size, self.patch_size
         # (B, C, gh, p, gw, p) -> (B, gh * gw, C * p * p), patches in row-major order
         patches = pixel_values.reshape(batch, self.num_channels, grid, size, grid, size).permute(0, 2, 4, 1, 3, 5)
         content = self.projection(patches.reshape(batch, self.num_patches, -1))
         return content, content + self.position_embedding
+
+
+def build_conv_stem(config: HNFConfig) -> MicrographConvStem | None:
+    """The image encoder's shared convolutional stem, or None for the paper's linear patch embeddings."""
+    if getattr(config, "patch_embedding", "linear") != "conv_stem":
+        return None
+    return MicrographConvStem(config.num_channels, config.conv_stem_channels)
 
 
 class HNFExpert(nn.Module):
@@ -133,9 +151,9 @@ class HNFModalityGate(nn.Module):
 class HNFLayer(GradientCheckpointingLayer):
     """One scale: patch embedding, the ODE sequence branch and the graph branch side by side, then the gate."""
 
-    def __init__(self, config: HNFConfig, layer_idx: int):
+    def __init__(self, config: HNFConfig, layer_idx: int, stem: MicrographConvStem | None = None):
         super().__init__()
-        self.patch_embedding = HNFPatchEmbedding(config, config.layer_patch_sizes[layer_idx])
+        self.patch_embedding = HNFPatchEmbedding(config, config.layer_patch_sizes[layer_idx], stem)
         self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.sequence_branch = HNFBidirectionalODE(config) if config.use_ode else HNFTransformerBlock(config)
         self.sequence_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -147,12 +165,13 @@ class HNFLayer(GradientCheckpointingLayer):
         self.gate = HNFModalityGate(config)
 
     def forward(
-        self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor, keep_tokens: bool = False
+        self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor, keep_tokens: bool = False,
+        stem_maps: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """cls_token, virtual_token: (B, d). Returns the gate output (B, d), the gate weights (B, 2), with
-        `keep_tokens` the sequence branch's token states (B, N + 1, d) [patches, CLS], and the graph branch's
-        patch nodes (B, N, d)."""
-        patch_content, patch_tokens = self.patch_embedding(pixel_values)
+        """cls_token, virtual_token: (B, d); `stem_maps`: the convolutional stem's maps, when the model has one.
+        Returns the gate output (B, d), the gate weights (B, 2), with `keep_tokens` the sequence branch's token
+        states (B, N + 1, d) [patches, CLS], and the graph branch's patch nodes (B, N, d)."""
+        patch_content, patch_tokens = self.patch_embedding(pixel_values, stem_maps)
         sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
         # only the CLS leaves the layer, so the ODE merges only that position unless every token is asked for
         if isinstance(self.sequence_branch, HNFBidirectionalODE):
@@ -178,16 +197,20 @@ class HNFHierarchicalEncoder(nn.Module):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, config.hidden_size))
         self.virtual_token = nn.Parameter(torch.zeros(1, config.hidden_size))
-        self.layers = nn.ModuleList([HNFLayer(config, index) for index in range(config.num_hidden_layers)])
+        self.conv_stem = build_conv_stem(config)
+        self.layers = nn.ModuleList([HNFLayer(config, index, self.conv_stem) for index in range(config.num_hidden_layers)])
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple, tuple | None, torch.Tensor]:
         """The image embedding (B, d), the gate weights per layer, when asked each layer's token states, and the
         last layer's patch nodes (B, N, d), which the text side of the bidirectional fusion reads."""
         batch = pixel_values.shape[0]
         cls_token, virtual_token = self.cls_token.expand(batch, -1), self.virtual_token.expand(batch, -1)
+        stem_maps = self.conv_stem(pixel_values) if self.conv_stem is not None else None  # once, shared by the layers
         token_states, gate_weights = [], []
         for layer in self.layers:
-            summary, weights, tokens, patch_states = layer(pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states)
+            summary, weights, tokens, patch_states = layer(
+                pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states, stem_maps=stem_maps
+            )
             cls_token = virtual_token = summary
             token_states.append(tokens)
             gate_weights.append(weights)
@@ -214,14 +237,16 @@ class HNFViTEncoder(nn.Module):
 
     def __init__(self, config: HNFConfig):
         super().__init__()
-        self.patch_embedding = HNFPatchEmbedding(config, config.patch_sizes[0])
+        self.conv_stem = build_conv_stem(config)
+        self.patch_embedding = HNFPatchEmbedding(config, config.patch_sizes[0], self.conv_stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.layers = nn.ModuleList([HNFTransformerBlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, None, tuple | None, torch.Tensor]:
         """As `HNFHierarchicalEncoder.forward`; the patch states are the last block's patch tokens."""
-        _, tokens = self.patch_embedding(pixel_values)
+        stem_maps = self.conv_stem(pixel_values) if self.conv_stem is not None else None
+        _, tokens = self.patch_embedding(pixel_values, stem_maps)
         tokens = torch.cat([tokens, self.cls_token.expand(tokens.shape[0], -1, -1)], dim=1)
         token_states = []
         for layer in self.layers:
@@ -317,6 +342,8 @@ class HNFPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.cls_token, std=std)
             if isinstance(module, HNFHierarchicalEncoder):
                 init.trunc_normal_(module.virtual_token, std=std)
+            if module.conv_stem is not None:  # here, not on the stem itself: it owns no parameters directly
+                module.conv_stem.reset_parameters()
         elif isinstance(module, HNFLayer):
             init.zeros_(module.cls_position)
         elif isinstance(module, HNFODEVectorField):

@@ -30,10 +30,14 @@ from tiny_models import HAND_WRITTEN_DESCRIPTIONS, ONE_DESCRIPTION_PER_CLASS, na
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    """A small HNF saved with its image processor, and the logits it gives on a fixed batch."""
+    """A small HNF (with the fast recipe's convolutional stem, its running statistics moved by training-mode
+    forwards) saved with its image processor, and the logits it gives on a fixed batch."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("hnf")
-    model = HNFForImageClassification(narrow_hnf_config()).eval()
+    model = HNFForImageClassification(narrow_hnf_config(patch_embedding="conv_stem")).train()
+    with torch.no_grad():
+        model(pixel_values=torch.rand(4, 3, 224, 224) * 2 - 1)
+    model.eval()
     model.save_pretrained(folder)
     MicrographImageProcessor().save_pretrained(folder)
     pixels = torch.rand(3, 3, 224, 224) * 2 - 1
@@ -46,7 +50,7 @@ def saved_model(tmp_path_factory):
 def test_saved_folder_is_safetensors_with_code_and_image_processor(saved_model):
     folder, *_ = saved_model
     files = set(os.listdir(folder))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_hnf.py", "configuration_hnf.py"} <= files
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_hnf.py", "configuration_hnf.py", "conv_stem.py"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "hnf"

@@ -155,9 +155,10 @@ def test_ode_directions_match_separate_solves():
     assert not torch.allclose(forward_end, backward_end, atol=1e-3)
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("patch_embedding", ["linear", "conv_stem"])
+def test_activation_checkpointing_gives_the_same_gradients(patch_embedding):
     torch.manual_seed(0)
-    model = HNFForImageClassification(tiny_hnf_config(use_text_branch=False))
+    model = HNFForImageClassification(tiny_hnf_config(use_text_branch=False, patch_embedding=patch_embedding))
     pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 3])
     model(pixel_values=pixels, labels=labels).loss.backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -333,11 +334,12 @@ def procedural_images(num_per_class: int, size: int, seed: int) -> tuple[torch.T
     return torch.stack(images), torch.tensor(labels)
 
 
-def test_tiny_hnf_learns_procedural_ten_class_problem():
+@pytest.mark.parametrize("patch_embedding", ["linear", "conv_stem"])
+def test_tiny_hnf_learns_procedural_ten_class_problem(patch_embedding):
     torch.manual_seed(0)
     train_x, train_y = procedural_images(30, 32, seed=1)
     test_x, test_y = procedural_images(10, 32, seed=2)
-    model = HNFForImageClassification(tiny_hnf_config())
+    model = HNFForImageClassification(tiny_hnf_config(patch_embedding=patch_embedding))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
