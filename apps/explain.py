@@ -106,12 +106,12 @@ def explain_answer(model, processor, image: Any, question: str, max_new_tokens: 
         attention_mask=torch.ones_like(sequence),
         output_attentions=True,
     )
-    # (layers, heads, positions, 1 + patches) -> positions that predicted the answer tokens
+    # (layers, heads, positions, [CLS] + patches (+ class token)) -> positions that predicted the answer tokens
     attention = torch.stack([layer[0] for layer in outputs.cross_attentions]).float()
     attention = attention[:, :, prompt_length - 1 : prompt_length - 1 + max(num_answer, 1)]
-    patches = attention.mean(dim=(0, 1, 2))[1:]
     vision = model.config.vision_config
     grid_height = vision.image_size // vision.patch_size
+    patches = attention.mean(dim=(0, 1, 2))[1 : 1 + grid_height**2]
     grid = patches.reshape(grid_height, -1).cpu()
     frame = _frame(image, array, processor)
     return answer, map_onto_image(grid, frame)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+PATCH_EMBEDDINGS = ("linear", "conv_stem")  # see MVaEMaVisionConfig.patch_embedding
+DEFAULT_CONV_STEM_CHANNELS = (16, 32, 64, 64)  # strides 4, 8, 16, 32: the last one is the 32-pixel patch grid
+
 try:  # emvision's vocabulary supplies the defaults of a new config (the 10 categories, the classification question)
     from emvision.vocabulary import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, CLASSIFICATION_QUESTION, SEM_CATEGORIES
 except ImportError:  # loaded as Hub remote code without emvision: a saved config.json carries the config's values;
@@ -36,6 +39,13 @@ class MVaEMaVisionConfig(PreTrainedConfig):
         hidden_dropout_prob (`float`, defaults to 0.0): dropout after attention and feed-forward outputs.
         attention_probs_dropout_prob (`float`, defaults to 0.0).
         initializer_range (`float`, defaults to 0.02): std of the truncated-normal weight init.
+        patch_embedding (`str`, defaults to `"linear"`): how patches become tokens. `"linear"` (the paper): one
+            linear map of each non-overlapping patch's pixels. `"conv_stem"`: a small convolutional stem
+            (`conv_stem.MicrographConvStem`: 4x4 stride-4, then 3x3 stride-2 convolutions with batch norm) reads the
+            image and each patch token is a strided projection of its deepest map that fits the patch size; same
+            token grid. Learns the classes much faster from scratch (the fast training recipe uses it).
+        conv_stem_channels (`list[int]`, defaults to `[16, 32, 64, 64]`): the stem's widths, one stage each
+            (strides 4, 8, 16, 32); only with `patch_embedding="conv_stem"`.
     """
 
     model_type = "mvaema_vision_model"
@@ -55,6 +65,8 @@ class MVaEMaVisionConfig(PreTrainedConfig):
         hidden_dropout_prob: float = 0.0,
         attention_probs_dropout_prob: float = 0.0,
         initializer_range: float = 0.02,
+        patch_embedding: str = "linear",
+        conv_stem_channels: list[int] | None = None,
         **kwargs,
     ):
         self.image_size = image_size
@@ -69,12 +81,15 @@ class MVaEMaVisionConfig(PreTrainedConfig):
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
         self.initializer_range = initializer_range
+        self.patch_embedding = patch_embedding
+        self.conv_stem_channels = [int(width) for width in (conv_stem_channels or DEFAULT_CONV_STEM_CHANNELS)]
         super().__init__(**kwargs)
         _check_heads("vision_config", hidden_size, num_attention_heads)
         if image_size % patch_size:
             raise ValueError(
                 f"vision_config.image_size ({image_size}) must be a multiple of vision_config.patch_size ({patch_size})"
             )
+        _check_patch_embedding("vision_config", patch_embedding, self.conv_stem_channels, [patch_size])
 
     @property
     def num_patches(self) -> int:
@@ -203,6 +218,12 @@ class MVaEMaConfig(PreTrainedConfig):
             paper's model (no head, no extra loss). Not part of the paper: at CPU budgets the ITC/LM signal alone
             does not teach the from-scratch ViT to tell the classes apart. It is supervised training on the
             training labels; nothing reads a label at prediction time.
+        image_label_token (`bool`, defaults to `False`): append to the image tokens that the grounded encoder and
+            the decoder cross-attend to one more token: the class head's predicted distribution (detached) times a
+            learned embedding per class, so that the text side reads the recognised category from one clean token
+            (tag-guided generation, as in Tag2Text) instead of having to find it among the patch tokens. Needs
+            `image_label_loss_weight > 0`. The prediction is the model's own, never the label: label-free. Not part
+            of the paper.
         classification_question (`str`): the question `classify` asks (no caption: label-free).
         id2label (`dict[int, str]`, *optional*): the candidate classes of `classify`; defaults to the ten SEM
             categories. Each candidate's answer text is its name with underscores as spaces, lowercased.
@@ -232,6 +253,7 @@ class MVaEMaConfig(PreTrainedConfig):
         lm_loss_weight: float = 1.0,
         label_smoothing: float = 0.0,
         image_label_loss_weight: float = 0.0,
+        image_label_token: bool = False,
         classification_question: str = CLASSIFICATION_QUESTION,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
@@ -254,6 +276,7 @@ class MVaEMaConfig(PreTrainedConfig):
         self.lm_loss_weight = lm_loss_weight
         self.label_smoothing = label_smoothing
         self.image_label_loss_weight = image_label_loss_weight
+        self.image_label_token = image_label_token
         self.classification_question = classification_question
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
@@ -269,6 +292,8 @@ class MVaEMaConfig(PreTrainedConfig):
             )
         if image_label_loss_weight < 0:
             raise ValueError(f"image_label_loss_weight must be >= 0, got {image_label_loss_weight}")
+        if image_label_token and not image_label_loss_weight > 0:
+            raise ValueError("image_label_token reads the class head's prediction: it needs image_label_loss_weight > 0")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
 
@@ -284,6 +309,20 @@ def _sub_config(value, config_class, field: str):
     if isinstance(value, PreTrainedConfig):  # e.g. the same class loaded as remote code
         return config_class(**{key: item for key, item in value.to_dict().items() if key != "model_type"})
     raise TypeError(f"{field} must be a dict or a {config_class.__name__}, got {type(value).__name__}")
+
+
+def _check_patch_embedding(field: str, patch_embedding: str, channels: list[int], patch_sizes: list[int]) -> None:
+    if patch_embedding not in PATCH_EMBEDDINGS:
+        raise ValueError(f"{field}.patch_embedding must be one of {PATCH_EMBEDDINGS}, got {patch_embedding!r}")
+    if patch_embedding == "conv_stem":
+        if not channels or min(channels) < 1:
+            raise ValueError(f"{field}.conv_stem_channels must be positive widths, got {channels}")
+        for patch_size in patch_sizes:
+            if patch_size % 4:
+                raise ValueError(
+                    f"{field}.patch_size {patch_size} must be a multiple of 4 with patch_embedding='conv_stem' "
+                    "(the stem's first stride)"
+                )
 
 
 def _check_heads(field: str, hidden_size: int, num_attention_heads: int) -> None:

@@ -37,6 +37,7 @@ from transformers.utils import generic as _generic
 # the keyword) and in what `generate` passes to `forward`. The name this installation uses:
 CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_key_values"
 
+from .conv_stem import MicrographConvStem
 from .configuration_mvaema import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
 from .losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
 
@@ -59,7 +60,8 @@ class MVaEMaOutput(ModelOutput):
         `labels` are given: the LM head then runs on the answer positions only.
     cache: the decoder's self- and cross-attention cache (with `use_cache`); `past_key_values` before transformers 5.24
         (either name reads it).
-    image_embeds: image-encoder output `(batch, 1 + num_patches, vision_hidden)`, [CLS] first.
+    image_embeds: image-encoder output `(batch, 1 + num_patches, vision_hidden)`, [CLS] first (and, with
+        `config.image_label_token`, the class token last: `(batch, 2 + num_patches, vision_hidden)`).
     image_features, text_features: L2-normalised ITC embeddings `(batch, projection_dim)`.
     logits_per_image: ITC similarities / temperature, local images against the (global) batch of texts.
     itm_logits: matching logits for the positives followed by the sampled negatives.
@@ -324,10 +326,18 @@ def _causal_mask(
 
 
 class MVaEMaVisionEmbeddings(nn.Module):
+    """Patch tokens (a linear map of each patch, or a projection of a convolutional stem's map: see
+    `MVaEMaVisionConfig.patch_embedding`), a [CLS] token and learned position embeddings."""
+
     def __init__(self, config: MVaEMaVisionConfig):
         super().__init__()
         self.config = config
-        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+        if getattr(config, "patch_embedding", "linear") == "conv_stem":
+            self.conv_stem = MicrographConvStem(config.num_channels, config.conv_stem_channels)
+            self.stem_stage, self.patch_embedding = self.conv_stem.projection(config.patch_size, config.hidden_size)
+        else:
+            self.conv_stem, self.stem_stage = None, None
+            self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
         self.class_embedding = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -339,8 +349,10 @@ class MVaEMaVisionEmbeddings(nn.Module):
                 f"pixel_values must have shape (batch, {expected[0]}, {expected[1]}, {expected[2]}), got "
                 f"{tuple(pixel_values.shape)}; use the model's image processor (MicrographImageProcessor)"
             )
-        dtype = self.patch_embedding.weight.dtype
-        patch_tokens = self.patch_embedding(pixel_values.to(dtype)).flatten(2).transpose(1, 2)  # (B, N, D)
+        pixel_values = pixel_values.to(self.patch_embedding.weight.dtype)
+        if self.conv_stem is not None:
+            pixel_values = self.conv_stem(pixel_values, num_stages=self.stem_stage + 1)[-1]
+        patch_tokens = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)  # (B, N, D)
         cls_token = self.class_embedding.expand(patch_tokens.shape[0], -1, -1)
         return self.dropout(torch.cat([cls_token, patch_tokens], dim=1) + self.position_embedding)
 
@@ -680,8 +692,13 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
             std = self.config.vision_config.initializer_range
             init.trunc_normal_(module.class_embedding, mean=0.0, std=std)
             init.trunc_normal_(module.position_embedding, mean=0.0, std=std)
-        elif isinstance(module, MVaEMaForQuestionAnswering) and module.itc_temperature is not None:
-            init.constant_(module.itc_temperature, self.config.itc_temperature)
+            if module.conv_stem is not None:  # here, not on the stem itself: it owns no parameters directly
+                module.conv_stem.reset_parameters()
+        elif isinstance(module, MVaEMaForQuestionAnswering):
+            if module.itc_temperature is not None:
+                init.constant_(module.itc_temperature, self.config.itc_temperature)
+            if module.image_label_embeddings is not None:  # the scale of the layer-normed image tokens beside it
+                init.normal_(module.image_label_embeddings, std=1.0)
 
 
 class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
@@ -718,6 +735,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             self.vision_projection = self.text_projection = self.itc_temperature = None
         self.itm_head = nn.Linear(text_hidden, 1) if config.use_itm else None
         self.image_label_head = nn.Linear(vision_hidden, config.num_labels) if config.image_label_loss_weight > 0 else None
+        # the class token's embedding per class (config.image_label_token; see `encode_image`)
+        self.image_label_embeddings = (
+            nn.Parameter(torch.zeros(config.num_labels, vision_hidden)) if getattr(config, "image_label_token", False) else None
+        )
         self.lm_transform = MVaEMaLMTransform(config.text_config)
         self.lm_head = nn.Linear(text_hidden, config.text_config.vocab_size)
         self.post_init()
@@ -739,14 +760,25 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
     # -- encoders ----------------------------------------------------------------------------------
 
     def get_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image tokens (B, 1 + num_patches, vision_hidden), [CLS] first."""
-        return self.vision_model(pixel_values)
+        """Image tokens (B, 1 + num_patches, vision_hidden), [CLS] first, then (with `config.image_label_token`)
+        the class token last: what the text side cross-attends to, and what `image_embeds` arguments take."""
+        return self.encode_image(pixel_values)
+
+    def encode_image(self, pixel_values: torch.Tensor, recording: MVaEMaRecording | None = None) -> torch.Tensor:
+        """The image encoder's tokens, plus with `config.image_label_token` one token at the end: the class head's
+        predicted distribution (detached: only the class loss trains the head) times the learned class embeddings."""
+        image_embeds = self.vision_model(pixel_values, recording)
+        if self.image_label_embeddings is None:
+            return image_embeds
+        probabilities = self.image_label_head(image_embeds[:, 0]).detach().float().softmax(dim=-1)
+        label_token = (probabilities.to(image_embeds.dtype) @ self.image_label_embeddings).unsqueeze(1)
+        return torch.cat([image_embeds, label_token], dim=1)
 
     def get_image_features(self, pixel_values=None, image_embeds=None) -> torch.Tensor:
         """L2-normalised ITC image embeddings (B, projection_dim)."""
         self._require_itc("get_image_features")
         if image_embeds is None:
-            image_embeds = self.vision_model(pixel_values)
+            image_embeds = self.vision_model(pixel_values)  # only [CLS] is read
         return F.normalize(self.vision_projection(image_embeds[:, 0]), dim=-1)
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -760,7 +792,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if self.itm_head is None:
             raise ValueError("image_text_matching needs the ITM head, but this model was built with use_itm=False")
         if image_embeds is None:
-            image_embeds = self.vision_model(pixel_values)
+            image_embeds = self.encode_image(pixel_values)
         input_ids = input_ids.clone()
         input_ids[:, 0] = self.config.text_config.enc_token_id
         grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds, keep=slice(0, 1))
@@ -821,7 +853,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             if pixel_values is None:
                 raise ValueError("MVaEMa needs pixel_values (or precomputed image_embeds)")
             vision_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions)
-            image_embeds = self.vision_model(pixel_values, vision_recording)
+            image_embeds = self.encode_image(pixel_values, vision_recording)
         batch_size = image_embeds.shape[0]
         for name, tensor in (("input_ids", input_ids), ("itc_input_ids", itc_input_ids), ("labels", labels)):
             if tensor is not None and tensor.shape[0] != batch_size:
@@ -990,7 +1022,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("generate needs pixel_values (or precomputed image_embeds)")
-            image_embeds = self.vision_model(pixel_values)
+            image_embeds = self.encode_image(pixel_values)
         batch_size = image_embeds.shape[0]
         if input_ids is None:
             input_ids = torch.full((batch_size, 1), self.config.text_config.bos_token_id, device=image_embeds.device)
@@ -1135,7 +1167,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("classify needs pixel_values (or precomputed image_embeds)")
-            image_embeds = self.vision_model(pixel_values)
+            image_embeds = self.encode_image(pixel_values)
         if candidates is None and class_texts is None:
             if category_display_name is None:
                 raise ValueError("without emvision installed, pass the candidate answers: classify(..., candidates=[...])")
@@ -1327,6 +1359,7 @@ def _vision_config_from(vit, current: MVaEMaVisionConfig) -> dict:
         intermediate_size=source.intermediate_size,
         hidden_act=source.hidden_act,
         layer_norm_eps=source.layer_norm_eps,
+        patch_embedding="linear",  # a ViT checkpoint brings its own linear patch embedding, whatever the config asked
     )
     return fields
 
