@@ -51,10 +51,26 @@ def lora_config_for(model, args) -> LoraConfig:
     return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=modules_to_save)
 
 
+def freeze_batch_norm_statistics(model) -> int:
+    """Batch-norm layers whose weights LoRA leaves frozen (a convolutional stem's) keep their running statistics:
+    the adapter folder holds no buffers of the base, so statistics moved by training would be lost on reload and
+    the reloaded model would not be the one evaluated. Returns how many layers were frozen."""
+    import torch
+
+    frozen = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.momentum = 0.0  # running = (1 - momentum) * running + momentum * batch: unchanged
+            frozen += 1
+    return frozen
+
+
 def apply_lora(model, args, log=print) -> PeftModel:
     from peft import get_peft_model
 
     peft_model = get_peft_model(model, lora_config_for(model, args))
+    if frozen := freeze_batch_norm_statistics(peft_model):
+        log(f"LoRA: {frozen} frozen batch-norm layers keep the base model's running statistics")
     trainable, total = peft_model.get_nb_trainable_parameters()
     log(f"LoRA: trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
     return peft_model
