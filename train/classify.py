@@ -70,10 +70,12 @@ RECIPES = {
 # HNFConfig fields each recipe sets on a new model before --config_overrides (the config's defaults are the paper's but
 # for its solver: Euler, chosen at equal budget; the paper recipe sets the paper's RK4).
 # The fast recipe leaves the text branch out (measured: tests/benchmarks/learning_curves/hnf.py), unless
-# --text_model_name_or_path or --paper_protocol asks for it.
-RECIPE_MODEL_CONFIGS = {"fast": {"ode_method": "euler", "use_text_branch": False}, "paper": {"ode_method": "rk4"}}
+# --text_model_name_or_path or --paper_protocol asks for it, and reads the patches through a small convolutional
+# stem (HNFConfig.patch_embedding; modeling/conv_stem.py) instead of the paper's linear patch embeddings.
+RECIPE_MODEL_CONFIGS = {"fast": {"ode_method": "euler", "use_text_branch": False, "patch_embedding": "conv_stem"},
+                        "paper": {"ode_method": "rk4"}}
 # optimizer steps of a run on the embedded synthetic set (no --dataset, no --max_train_steps)
-QUICK_START_STEPS = {"fast": 900, "paper": 60}
+QUICK_START_STEPS = {"fast": 1000, "paper": 60}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,14 +58,18 @@ BASELINE_CARD_NOTE = (
 # learns) and cosine decay; one question per image per step, the Basics question (which names the category)
 # drawn 4x as often; flips/quarter turns and brightness/contrast jitter of the training images; and an
 # auxiliary class loss on the image encoder's [CLS] (supervised on the training labels): the from-scratch
-# ViT is what limits the model, and the contrastive/answer losses alone teach it the classes too slowly.
+# ViT is what limits the model, and the contrastive/answer losses alone teach it the classes too slowly; for the
+# same reason its patches are read through a small convolutional stem (modeling/conv_stem.py) instead of the paper's
+# linear patch embedding.
 RECIPES = {
     "fast": {"optimizer": "adamw", "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
-             "vision_pretrain_steps": 500, "synthetic_num_images": 4000, "repetition_penalty": "auto", "itm": False},
+             "vision_pretrain_steps": 500, "synthetic_num_images": 4000, "repetition_penalty": "auto", "itm": False,
+             "patch_embedding": "conv_stem", "image_label_token": True},
     "paper": {"optimizer": "adam", "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "sampling": "rows", "basics_weight": 1.0, "image_label_loss_weight": 0.0, "augment": False,
-              "vision_pretrain_steps": 0, "synthetic_num_images": 1000, "repetition_penalty": "1.0", "itm": True},
+              "vision_pretrain_steps": 0, "synthetic_num_images": 1000, "repetition_penalty": "1.0", "itm": True,
+              "patch_embedding": "linear", "image_label_token": False},
 }
 PENALTY_CANDIDATES = (1.0, 1.15, 1.3, 1.5)  # --repetition_penalty auto chooses among these on the validation fold
 
@@ -98,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--vision_model_name_or_path", type=str, default=None, help="initialise the image encoder from a ViT checkpoint")
     model.add_argument("--text_model_name_or_path", type=str, default=None, help="initialise the text side (and tokenizer) from a BERT-style checkpoint")
     model.add_argument("--config_overrides", type=str, default=None, help="e.g. 'use_itc=false,vision_config.num_hidden_layers=2'")
+    model.add_argument("--patch_embedding", choices=["linear", "conv_stem"], default="conv_stem",
+                       help="a new model's patch embedding: linear (the paper) or conv_stem (a small convolutional stem, "
+                       "the fast recipe's; see MVaEMaVisionConfig). A --vision_model_name_or_path ViT keeps its linear one")
     model.add_argument("--vocab_size", type=positive_int, default=2048, help="size of the WordPiece tokenizer trained for a new model")
     model.add_argument("--baseline", choices=["blip"], default=None,
                        help="train transformers' BlipForQuestionAnswering at MVaEMa's sizes instead (see train/baselines.py)")
@@ -116,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "(train/loop/vision_pretraining.py) before the full training; needs --image_label_loss_weight > 0")
     task.add_argument("--vision_pretrain_learning_rate", type=positive_float, default=2e-3, help="stage 1's peak learning rate")
     task.add_argument("--vision_pretrain_batch_size", type=positive_int, default=64, help="stage 1's batch of images")
+    task.add_argument("--image_label_token", action=argparse.BooleanOptionalAction, default=True,
+                      help="a new model's class token: the class head's prediction as one more image token for the text "
+                      "side (MVaEMaConfig.image_label_token; not with --image_label_loss_weight 0). On in the fast recipe")
     task.add_argument("--itm", action=argparse.BooleanOptionalAction, default=False,
                       help="a new model's image-text matching loss (the paper's third loss; on in the paper recipe). The fast "
                       "recipe leaves it out: on the synthetic set it stays at its prior for 2,000 steps and costs a quarter of a step")
@@ -172,7 +182,7 @@ def preflight(args) -> None:
 
 
 def build_model_and_processor(args, train_texts: list[str]):
-    from emvision.modeling import MVaEMaConfig, MVaEMaForQuestionAnswering
+    from emvision.modeling import MVaEMaForQuestionAnswering
     from emvision.processing import MVaEMaProcessor, build_default_tokenizer, prepare_tokenizer
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 
@@ -191,7 +201,7 @@ def build_model_and_processor(args, train_texts: list[str]):
             tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(args.text_model_name_or_path))
         else:
             tokenizer = build_default_tokenizer(vocab_size=args.vocab_size, extra_texts=train_texts)
-        config = MVaEMaConfig(image_label_loss_weight=args.image_label_loss_weight, use_itm=args.itm)
+        config = new_config(args)
         apply_config_overrides(config, overrides)
         model = MVaEMaForQuestionAnswering.from_pretrained_components(
             vision_model_name_or_path=args.vision_model_name_or_path,
@@ -201,11 +211,20 @@ def build_model_and_processor(args, train_texts: list[str]):
         )
     else:
         tokenizer = build_default_tokenizer(vocab_size=args.vocab_size, extra_texts=train_texts)
-        config = MVaEMaConfig(image_label_loss_weight=args.image_label_loss_weight, use_itm=args.itm)
+        config = new_config(args)
         config.text_config.vocab_size = len(tokenizer)
         apply_config_overrides(config, overrides)
         model = MVaEMaForQuestionAnswering(config)
     return model, MVaEMaProcessor(image_processor=MicrographImageProcessor(), tokenizer=tokenizer)
+
+
+def new_config(args):
+    """A new model's config from the options (the recipe's values unless given)."""
+    from emvision.modeling import MVaEMaConfig
+
+    return MVaEMaConfig(image_label_loss_weight=args.image_label_loss_weight, use_itm=args.itm,
+                        image_label_token=args.image_label_token and args.image_label_loss_weight > 0,
+                        vision_config={"patch_embedding": args.patch_embedding})
 
 
 def provenance_for(source, train_split, caption_protocol: bool):

@@ -96,6 +96,21 @@ def test_the_built_model_trains_itm_only_when_asked(flags, has_itm):
     assert model.config.use_itm is has_itm and (model.itm_head is not None) is has_itm
 
 
+@pytest.mark.parametrize(
+    "flags, stem, label_token",
+    [([], True, True), (["--recipe", "paper"], False, False), (["--patch_embedding", "linear", "--no-image_label_token"], False, False),
+     (["--image_label_loss_weight", "0", "--vision_pretrain_steps", "0"], True, False)],
+    ids=["fast", "paper", "explicit-off", "no-class-head"],
+)
+def test_the_recipe_chooses_the_stem_and_the_class_token(flags, stem, label_token):
+    from emvision.train.vqa import build_model_and_processor, parse_args
+
+    model, _ = build_model_and_processor(parse_args([*flags, "--output_dir", "/tmp/x"]), ["what is shown", "a powder of grains"])
+    assert (model.config.vision_config.patch_embedding == "conv_stem") is stem
+    assert (model.vision_model.embeddings.conv_stem is not None) is stem
+    assert model.config.image_label_token is label_token and (model.image_label_embeddings is not None) is label_token
+
+
 def test_card_shows_test_answers_beside_their_references():
     from emvision.train.publishing.model_card import DataProvenance, Result, build_model_card
 

@@ -8,7 +8,8 @@ Every run trains on the same data as ``accelerate launch train/classify.py`` (th
 fast recipe: 3,500 images, fold 0 of 10 tests, fold 1 validates, the other 2,800 train), with the same seed,
 augmentation, optimizer and schedule, and is evaluated on the same test fold at the same CPU-second marks:
 
-- ``hnf``: the default of train/classify.py (``--recipe fast``: Euler ODE, no text branch);
+- ``hnf``: the default of train/classify.py (``--recipe fast``: Euler ODE, convolutional stem, no text branch);
+  ``hnf_linear`` the same with the paper's linear patch embeddings (the committed curves before the stem);
 - ``vit``: the same-size transformers ViT (train/baselines.py ``build_vit_baseline``), same recipe;
 - the paper's ablations at the same budget: ``hnf_no_ode`` (a transformer block instead of the ODE),
   ``hnf_no_graph``; and the text branch, which the default leaves out, in both fusion directions:
@@ -35,22 +36,26 @@ from types import SimpleNamespace
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 FLOOR = 0.90
+STEM = {"patch_embedding": "conv_stem"}  # the fast recipe's convolutional stem (train/classify.py RECIPE_MODEL_CONFIGS)
 RUNS = {
-    "hnf": {"label": "HNF (default: fast recipe, Euler, no text)", "config": {"ode_method": "euler", "use_text_branch": False}},
+    "hnf": {"label": "HNF (default: fast recipe, Euler, conv stem, no text)", "config": {"ode_method": "euler", "use_text_branch": False, **STEM}},
+    "hnf_linear": {"label": "HNF, the paper's linear patch embeddings (fast recipe otherwise)",
+                   "config": {"ode_method": "euler", "use_text_branch": False}},
     "vit": {"label": "ViT baseline (same size, same recipe)", "vit": True},
-    "hnf_no_ode": {"label": "HNF without the ODE", "config": {"use_ode": False, "use_text_branch": False}},
-    "hnf_no_graph": {"label": "HNF without the graph", "config": {"ode_method": "euler", "use_graph_branch": False, "use_text_branch": False}},
-    "hnf_text": {"label": "HNF + text branch (bidirectional)", "config": {"ode_method": "euler"}, "text": True},
-    "hnf_text_one_way": {"label": "HNF + text branch (image-to-text only)", "config": {"ode_method": "euler", "fusion_direction": "image_to_text"},
-                         "text": True},
+    "hnf_no_ode": {"label": "HNF without the ODE", "config": {"use_ode": False, "use_text_branch": False, **STEM}},
+    "hnf_no_graph": {"label": "HNF without the graph", "config": {"ode_method": "euler", "use_graph_branch": False, "use_text_branch": False, **STEM}},
+    "hnf_text": {"label": "HNF + text branch (bidirectional)", "config": {"ode_method": "euler", **STEM}, "text": True},
+    "hnf_text_one_way": {"label": "HNF + text branch (image-to-text only)",
+                         "config": {"ode_method": "euler", "fusion_direction": "image_to_text", **STEM}, "text": True},
     # the solver, at the fast recipe otherwise (HNFConfig's ode_method is chosen from these at equal budget)
-    "hnf_midpoint": {"label": "HNF, midpoint solver", "config": {"ode_method": "midpoint", "use_text_branch": False}},
-    "hnf_rk4": {"label": "HNF, RK4 solver", "config": {"ode_method": "rk4", "use_text_branch": False}},
+    "hnf_midpoint": {"label": "HNF, midpoint solver", "config": {"ode_method": "midpoint", "use_text_branch": False, **STEM}},
+    "hnf_rk4": {"label": "HNF, RK4 solver", "config": {"ode_method": "rk4", "use_text_branch": False, **STEM}},
     # coarser patches (49, 49 and 16 tokens per layer instead of 196, 64 and 49): fewer tokens, more steps per CPU-second
-    "hnf_coarse": {"label": "HNF, patches 32/32/56 (Euler, no text)",
-                   "config": {"ode_method": "euler", "use_text_branch": False, "patch_sizes": [32, 32, 56]}},
+    "hnf_coarse": {"label": "HNF, patches 32/32/56 (Euler, conv stem, no text)",
+                   "config": {"ode_method": "euler", "use_text_branch": False, "patch_sizes": [32, 32, 56], **STEM}},
     "vit_coarse": {"label": "ViT baseline, patch 32", "config": {"patch_sizes": [32, 32, 56]}, "vit": True},
-    "hnf_paper": {"label": "HNF, paper recipe (RK4, Adam const, no aug., text)", "config": {"ode_method": "rk4"}, "text": True, "paper": True},
+    "hnf_paper": {"label": "HNF, paper recipe (RK4, Adam const, no aug., text, linear patches)", "config": {"ode_method": "rk4"}, "text": True,
+                  "paper": True},
 }
 FAST = dict(optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, lr_scheduler="cosine", warmup_steps=100, min_lr_ratio=0.0,
             lr_factor=0.5, lr_patience=5)
