@@ -224,6 +224,9 @@ class MVaEMaConfig(PreTrainedConfig):
             (tag-guided generation, as in Tag2Text) instead of having to find it among the patch tokens. Needs
             `image_label_loss_weight > 0`. The prediction is the model's own, never the label: label-free. Not part
             of the paper.
+        image_label_condition (`bool`, defaults to `False`): also add the class token, through a linear map to the
+            text width, to every input embedding of the decoder (not the encoders), so that each decoding step
+            starts from the recognised category instead of having to attend to it. Needs `image_label_token`.
         classification_question (`str`): the question `classify` asks (no caption: label-free).
         id2label (`dict[int, str]`, *optional*): the candidate classes of `classify`; defaults to the ten SEM
             categories. Each candidate's answer text is its name with underscores as spaces, lowercased.
@@ -254,6 +257,7 @@ class MVaEMaConfig(PreTrainedConfig):
         label_smoothing: float = 0.0,
         image_label_loss_weight: float = 0.0,
         image_label_token: bool = False,
+        image_label_condition: bool = False,
         classification_question: str = CLASSIFICATION_QUESTION,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
@@ -277,6 +281,7 @@ class MVaEMaConfig(PreTrainedConfig):
         self.label_smoothing = label_smoothing
         self.image_label_loss_weight = image_label_loss_weight
         self.image_label_token = image_label_token
+        self.image_label_condition = image_label_condition
         self.classification_question = classification_question
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
@@ -294,6 +299,8 @@ class MVaEMaConfig(PreTrainedConfig):
             raise ValueError(f"image_label_loss_weight must be >= 0, got {image_label_loss_weight}")
         if image_label_token and not image_label_loss_weight > 0:
             raise ValueError("image_label_token reads the class head's prediction: it needs image_label_loss_weight > 0")
+        if image_label_condition and not image_label_token:
+            raise ValueError("image_label_condition adds the class token to the decoder's inputs: it needs image_label_token")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
 

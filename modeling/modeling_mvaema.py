@@ -413,8 +413,11 @@ class MVaEMaTextEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """`condition` (`(B, hidden)`, optional): added at every position (the decoder's class condition)."""
         embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if condition is not None:
+            embeddings = embeddings + condition[:, None]
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -515,9 +518,11 @@ class MVaEMaTextModel(nn.Module):
         recording: MVaEMaRecording | None = None,
         image_key_values: list | None = None,
         keep: slice | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Text encoder (`image_embeds=None`), grounded encoder (with `image_embeds`) or decoder (`causal=True`).
-        A `recording` collects the embeddings and every block's output and attention weights.
+        A `recording` collects the embeddings and every block's output and attention weights. `condition`
+        (`(B, hidden)`) is added to every input embedding (`MVaEMaConfig.image_label_condition`).
 
         `image_key_values` (from `image_key_values(image_embeds)`, optionally indexed by row) replaces `image_embeds`
         in the cross-attention: the image's keys and values are then projected once for several passes.
@@ -547,7 +552,7 @@ class MVaEMaTextModel(nn.Module):
             mask, is_causal = _causal_mask(attention_mask, length, past_length, input_ids.device)
         else:
             mask, is_causal = _padding_mask(attention_mask), False
-        hidden_states = self.embeddings(input_ids, position_ids)
+        hidden_states = self.embeddings(input_ids, position_ids, condition)
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
             if recording is not None:
@@ -574,7 +579,8 @@ class MVaEMaTextModel(nn.Module):
         return hidden_states
 
     @torch.no_grad()
-    def decode_step(self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: EncoderDecoderCache, bias) -> torch.Tensor:
+    def decode_step(self, token_ids: torch.Tensor, position_ids: torch.Tensor, cache: EncoderDecoderCache, bias,
+                    condition: torch.Tensor | None = None) -> torch.Tensor:
         """One greedy-decoding step: the next token of every row `(B,)` at `position_ids` `(B,)` -> its final hidden
         state `(B, 1, hidden)`, the self-attention cache updated.
 
@@ -587,6 +593,8 @@ class MVaEMaTextModel(nn.Module):
         embeddings = self.embeddings
         ids, positions = token_ids[:, None], position_ids[:, None]
         hidden = embeddings.word_embeddings(ids) + embeddings.position_embeddings(positions)
+        if condition is not None:
+            hidden = hidden + condition[:, None]
         hidden = embeddings.LayerNorm(hidden)
         batch, width = hidden.shape[0], hidden.shape[-1]
         for index, layer in enumerate(self.layers):
@@ -739,6 +747,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         self.image_label_embeddings = (
             nn.Parameter(torch.zeros(config.num_labels, vision_hidden)) if getattr(config, "image_label_token", False) else None
         )
+        # the class token, projected and added to every decoder input embedding (config.image_label_condition)
+        self.image_label_condition = (
+            nn.Linear(vision_hidden, text_hidden) if getattr(config, "image_label_condition", False) else None
+        )
         self.lm_transform = MVaEMaLMTransform(config.text_config)
         self.lm_head = nn.Linear(text_hidden, config.text_config.vocab_size)
         self.post_init()
@@ -773,6 +785,13 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         probabilities = self.image_label_head(image_embeds[:, 0]).detach().float().softmax(dim=-1)
         label_token = (probabilities.to(image_embeds.dtype) @ self.image_label_embeddings).unsqueeze(1)
         return torch.cat([image_embeds, label_token], dim=1)
+
+    def decoder_condition(self, image_embeds: torch.Tensor) -> torch.Tensor | None:
+        """With `config.image_label_condition`: the class token (the last image token) projected to the decoder's
+        width, added to each of its input embeddings; otherwise None."""
+        if self.image_label_condition is None:
+            return None
+        return self.image_label_condition(image_embeds[:, -1])
 
     def get_image_features(self, pixel_values=None, image_embeds=None) -> torch.Tensor:
         """L2-normalised ITC image embeddings (B, projection_dim)."""
@@ -894,6 +913,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
                 recording=decoder_recording,
                 image_key_values=image_key_values,
                 keep=keep,
+                condition=self.decoder_condition(image_embeds),
             )
             if labels is not None:
                 if decoder_recording is not None:  # the recorded pass returns every position
@@ -1093,6 +1113,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             bias = torch.zeros(batch_size, 1, 1, capacity, dtype=logits.dtype, device=logits.device)
             bias[:, 0, 0, :prompt_length].masked_fill_(attention_mask == 0, float("-inf"))
         next_positions = position_ids[:, -1] + 1
+        condition = self.decoder_condition(image_embeds)
         unfinished = torch.ones(batch_size, dtype=torch.bool, device=input_ids.device)
         length = prompt_length
         if penalty is not None:
@@ -1118,7 +1139,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             length += 1
             if step == max_new_tokens - 1 or (eos is not None and not bool(unfinished.any())):
                 break
-            hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias)
+            hidden = self.text_model.decode_step(next_tokens, next_positions + step, cache, bias, condition)
             # a fresh tensor each step: changed in place above without the copy the prefill's logits need
             logits = self.lm_head(self.lm_transform(hidden))[:, -1, :].float()
         if penalty is not None:

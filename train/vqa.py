@@ -65,11 +65,11 @@ RECIPES = {
     "fast": {"optimizer": "adamw", "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
              "vision_pretrain_steps": 500, "synthetic_num_images": 4000, "repetition_penalty": "auto", "itm": False,
-             "patch_embedding": "conv_stem", "image_label_token": True},
+             "patch_embedding": "conv_stem", "image_label_token": True, "image_label_condition": False},
     "paper": {"optimizer": "adam", "weight_decay": 0.0, "lr_scheduler": "plateau", "warmup_steps": 0,
               "sampling": "rows", "basics_weight": 1.0, "image_label_loss_weight": 0.0, "augment": False,
               "vision_pretrain_steps": 0, "synthetic_num_images": 1000, "repetition_penalty": "1.0", "itm": True,
-              "patch_embedding": "linear", "image_label_token": False},
+              "patch_embedding": "linear", "image_label_token": False, "image_label_condition": False},
 }
 PENALTY_CANDIDATES = (1.0, 1.15, 1.3, 1.5)  # --repetition_penalty auto chooses among these on the validation fold
 
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--image_label_token", action=argparse.BooleanOptionalAction, default=True,
                       help="a new model's class token: the class head's prediction as one more image token for the text "
                       "side (MVaEMaConfig.image_label_token; not with --image_label_loss_weight 0). On in the fast recipe")
+    task.add_argument("--image_label_condition", action=argparse.BooleanOptionalAction, default=False,
+                      help="also add the class token to every decoder input embedding (MVaEMaConfig.image_label_condition; "
+                      "with the class token only)")
     task.add_argument("--itm", action=argparse.BooleanOptionalAction, default=False,
                       help="a new model's image-text matching loss (the paper's third loss; on in the paper recipe). The fast "
                       "recipe leaves it out: on the synthetic set it stays at its prior for 2,000 steps and costs a quarter of a step")
@@ -223,7 +226,8 @@ def new_config(args):
     from emvision.modeling import MVaEMaConfig
 
     return MVaEMaConfig(image_label_loss_weight=args.image_label_loss_weight, use_itm=args.itm,
-                        image_label_token=args.image_label_token and args.image_label_loss_weight > 0,
+                        image_label_token=(token := args.image_label_token and args.image_label_loss_weight > 0),
+                        image_label_condition=token and args.image_label_condition,
                         vision_config={"patch_embedding": args.patch_embedding})
 
 

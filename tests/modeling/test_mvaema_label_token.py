@@ -61,3 +61,27 @@ def test_generation_paths_agree_and_the_token_is_saved(tmp_path):
 def test_the_class_token_needs_a_class_head():
     with pytest.raises(ValueError, match="image_label_token reads the class head's prediction"):
         MVaEMaConfig(image_label_token=True)
+
+
+def test_the_class_condition_reaches_every_decoder_input_and_both_decoding_loops_agree():
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config(image_label_loss_weight=1.0, image_label_token=True,
+                                                          image_label_condition=True)).eval()
+    config = model.config.text_config
+    pixels = torch.randn(3, 3, 32, 32)
+    prompt = torch.tensor([[0, config.bos_token_id, 5, config.sep_token_id]] + [[config.bos_token_id, 5, 6, config.sep_token_id]] * 2)
+    mask = (prompt != 0).long()  # the first prompt is left-padded
+    for penalty in (1.0, 1.3):
+        fast = model.generate(pixel_values=pixels, input_ids=prompt, attention_mask=mask, max_new_tokens=8, repetition_penalty=penalty)
+        slow = model.generate(pixel_values=pixels, input_ids=prompt, attention_mask=mask, max_new_tokens=8, repetition_penalty=penalty,
+                              fast_greedy=False)
+        assert torch.equal(fast, slow)
+    # the condition changes what the decoder sees: with its projection zeroed the logits move
+    with torch.no_grad():
+        before = model(pixel_values=pixels, input_ids=prompt, attention_mask=mask).logits
+        model.image_label_condition.weight.zero_()
+        model.image_label_condition.bias.zero_()
+        after = model(pixel_values=pixels, input_ids=prompt, attention_mask=mask).logits
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match="image_label_condition adds the class token"):
+        MVaEMaConfig(image_label_loss_weight=1.0, image_label_condition=True)
