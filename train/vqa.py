@@ -87,7 +87,7 @@ def penalty_or_auto(value: str) -> float | str:
 
 
 SCRIPT_STARTED = time.time()  # the closing line's wall-clock covers imports, data, training and evaluation
-QUICK_START_STEPS = {"fast": 700, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
+QUICK_START_STEPS = {"fast": 650, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = RECIPES["fast"]["synthetic_num_images"]
 
 

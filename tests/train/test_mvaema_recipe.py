@@ -79,7 +79,7 @@ def test_recipes_default_fast_and_paper_is_named_and_explicit_options_win():
     mixed = parse_args(["--recipe", "paper", "--optimizer", "adamw", "--output_dir", "/tmp/x"])
     assert mixed.optimizer == "adamw" and mixed.lr_scheduler == "plateau"
     # ITM: left out by the fast recipe, kept by the paper's, and --itm / --no-itm win over either
-    assert (fast.itm, paper.itm, fast.max_train_steps) == (False, True, 700)
+    assert (fast.itm, paper.itm, fast.max_train_steps) == (False, True, 650)
     assert parse_args(["--itm", "--output_dir", "/tmp/x"]).itm and not parse_args(["--recipe", "paper", "--no-itm", "--output_dir", "/tmp/x"]).itm
     # decoding: the fast recipe chooses the repetition penalty on validation, the paper's decodes plainly
     assert (fast.repetition_penalty, paper.repetition_penalty) == ("auto", 1.0)
