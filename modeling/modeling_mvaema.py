@@ -743,7 +743,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             self.vision_projection = self.text_projection = self.itc_temperature = None
         self.itm_head = nn.Linear(text_hidden, 1) if config.use_itm else None
         self.image_label_head = nn.Linear(vision_hidden, config.num_labels) if config.image_label_loss_weight > 0 else None
-        # the class token's embedding per class (config.image_label_token; see `encode_image`)
+        # the class token's embedding per class (config.image_label_token; see `get_image_embeds`)
         self.image_label_embeddings = (
             nn.Parameter(torch.zeros(config.num_labels, vision_hidden)) if getattr(config, "image_label_token", False) else None
         )
@@ -771,14 +771,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
 
     # -- encoders ----------------------------------------------------------------------------------
 
-    def get_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image tokens (B, 1 + num_patches, vision_hidden), [CLS] first, then (with `config.image_label_token`)
-        the class token last: what the text side cross-attends to, and what `image_embeds` arguments take."""
-        return self.encode_image(pixel_values)
-
-    def encode_image(self, pixel_values: torch.Tensor, recording: MVaEMaRecording | None = None) -> torch.Tensor:
-        """The image encoder's tokens, plus with `config.image_label_token` one token at the end: the class head's
-        predicted distribution (detached: only the class loss trains the head) times the learned class embeddings."""
+    def get_image_embeds(self, pixel_values: torch.Tensor, recording: MVaEMaRecording | None = None) -> torch.Tensor:
+        """Image tokens (B, 1 + num_patches, vision_hidden), [CLS] first, then (with `config.image_label_token`) the
+        class token last: the class head's predicted distribution (detached: only the class loss trains the head)
+        times the learned class embeddings. What the text side cross-attends to, and what `image_embeds` arguments
+        take. A `recording` collects the image encoder's hidden states and attention weights."""
         image_embeds = self.vision_model(pixel_values, recording)
         if self.image_label_embeddings is None:
             return image_embeds
@@ -811,7 +808,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if self.itm_head is None:
             raise ValueError("image_text_matching needs the ITM head, but this model was built with use_itm=False")
         if image_embeds is None:
-            image_embeds = self.encode_image(pixel_values)
+            image_embeds = self.get_image_embeds(pixel_values)
         input_ids = input_ids.clone()
         input_ids[:, 0] = self.config.text_config.enc_token_id
         grounded = self.text_model(input_ids, attention_mask, image_embeds=image_embeds, keep=slice(0, 1))
@@ -872,7 +869,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
             if pixel_values is None:
                 raise ValueError("MVaEMa needs pixel_values (or precomputed image_embeds)")
             vision_recording = MVaEMaRecording.asked(output_hidden_states, output_attentions)
-            image_embeds = self.encode_image(pixel_values, vision_recording)
+            image_embeds = self.get_image_embeds(pixel_values, vision_recording)
         batch_size = image_embeds.shape[0]
         for name, tensor in (("input_ids", input_ids), ("itc_input_ids", itc_input_ids), ("labels", labels)):
             if tensor is not None and tensor.shape[0] != batch_size:
@@ -1042,7 +1039,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("generate needs pixel_values (or precomputed image_embeds)")
-            image_embeds = self.encode_image(pixel_values)
+            image_embeds = self.get_image_embeds(pixel_values)
         batch_size = image_embeds.shape[0]
         if input_ids is None:
             input_ids = torch.full((batch_size, 1), self.config.text_config.bos_token_id, device=image_embeds.device)
@@ -1188,7 +1185,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("classify needs pixel_values (or precomputed image_embeds)")
-            image_embeds = self.encode_image(pixel_values)
+            image_embeds = self.get_image_embeds(pixel_values)
         if candidates is None and class_texts is None:
             if category_display_name is None:
                 raise ValueError("without emvision installed, pass the candidate answers: classify(..., candidates=[...])")
