@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from emvision.datasets_scripts.storage import exit_with_parent
+
 from .codec import ImageOptions, ImageRejected, PreparedImage, prepare_image
 from .sources import (
     CLASS_DESCRIPTION_FILE_NAMES,
@@ -194,7 +196,7 @@ def _read_source(source: Path, options: ImageOptions, num_workers: int, spool, s
                 collect(_prepare_files(chunk, options))
                 _discard(chunk)
         else:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            with ProcessPoolExecutor(max_workers=num_workers, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
                 pending: dict = {}  # future -> its chunk
 
                 def finish(future) -> None:

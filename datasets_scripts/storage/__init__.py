@@ -17,6 +17,7 @@ _LAZY_NAMES = {
     "assign_folds": "folds",
     "fold_splits": "folds",
     "LockBusyError": "locking",
+    "exit_with_parent": "locking",
     "file_lock": "locking",
     "DEFAULT_SHORT_SIDE": "schema",
     "HUMAN_SOURCE": "schema",
@@ -45,7 +46,7 @@ __all__ = sorted(_LAZY_NAMES)
 if TYPE_CHECKING:
     from .descriptions import class_descriptions_by_class
     from .folds import DEFAULT_NUM_FOLDS, assign_folds, fold_splits
-    from .locking import LockBusyError, file_lock
+    from .locking import LockBusyError, exit_with_parent, file_lock
     from .schema import (
         DEFAULT_SHORT_SIDE,
         HUMAN_SOURCE,

@@ -43,6 +43,7 @@ from emvision.datasets_scripts.storage import (
     SYNTHETIC_SOURCE,
     assign_folds,
     class_descriptions_features,
+    exit_with_parent,
     images_features,
     progress_bars,
     save_subset,
@@ -136,7 +137,7 @@ def render_images(num_images: int, seed: int = 0, *, short_side: int = DEFAULT_S
         else:
             # fork where the platform has it: workers start at once, with everything imported
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs))) as pool:
+            with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs)), exit_with_parent, (os.getpid(),)) as pool:
                 for chunk_records in pool.imap(_render_chunk, jobs):
                     records += chunk_records
                     bar.update(len(chunk_records))

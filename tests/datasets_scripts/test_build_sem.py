@@ -668,16 +668,22 @@ def test_staging_folders_of_killed_builds_are_removed_and_live_ones_kept(layouts
     import signal
     import time
 
+    import psutil
+
     output = tmp_path / "out"
     repo = Path(__file__).resolve().parents[2]
     command = [sys.executable, "datasets_scripts/build_sem.py", str(layouts["folders"]), "--output", str(output), "--quiet", "--num_workers", "1"]
     killed = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not list(output.glob(".build_sem-*/images.spool")):
+    parent = psutil.Process(killed.pid)
+    while not (list(output.glob(".build_sem-*/images.spool")) and (workers := parent.children(recursive=True))):  # decoding has begun
         assert killed.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
+    # its decoding process ends with it: left alive, it would hold the staging folder's lock for ever
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"decoding processes outlived the killed build: {alive}"
     left_by_kill = list(output.glob(".build_sem-*"))
     assert len(left_by_kill) == 1 and (left_by_kill[0] / ".owner").exists()
 

@@ -130,3 +130,30 @@ def test_file_lock_excludes_other_processes(tmp_path):
     with file_lock(lock, wait=False):  # released with its process; the file stays for the next one
         assert lock.is_file()
     assert issubclass(LockBusyError, RuntimeError)
+
+
+@pytest.mark.parametrize("kernel_request", [True, False], ids=["prctl", "watching-thread"])
+def test_a_worker_ends_with_the_process_that_started_it(tmp_path, kernel_request):
+    """A worker of a process pool started with exit_with_parent ends when its parent is SIGKILLed, by either mechanism."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    patch = "" if kernel_request else "locking._kill_with_parent = lambda: False\n"
+    parent_code = (
+        "import os, sys, time\nfrom concurrent.futures import ProcessPoolExecutor\n"
+        "from emvision.datasets_scripts.storage import locking\n" + patch +
+        "pool = ProcessPoolExecutor(1, initializer=locking.exit_with_parent, initargs=(os.getpid(),))\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\ntime.sleep(120)\n"
+    )  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = psutil.Process(int(parent.stdout.readline()))
+        assert worker.ppid() == parent.pid
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    _, alive = psutil.wait_procs([worker], timeout=10)
+    assert not alive, "the worker outlived its parent"

@@ -305,3 +305,35 @@ def test_cache_is_reused_and_never_half_written(tmp_path, monkeypatch):
 
 def _load_quietly(cache: str) -> str:
     return str(synth.load_or_create_synthetic(num_images=5, seed=1, cache_dir=cache, num_workers=1, progress=False))
+
+
+def test_a_run_killed_while_rendering_leaves_no_worker_and_no_held_lock(tmp_path):
+    """SIGKILL a process building the cache on 2 rendering processes: the workers end with it, and the next caller builds."""
+    import signal
+    import time
+
+    import psutil
+
+    from emvision.datasets_scripts.storage import LockBusyError, file_lock
+
+    cache = tmp_path / "cache"
+    build = ("import sys\nfrom emvision.datasets_scripts import synthetic\n"
+             "synthetic.load_or_create_synthetic(num_images=2000, seed=5, cache_dir=sys.argv[1], num_workers=2, progress=False)")
+    killed = subprocess.Popen([sys.executable, "-c", build, str(cache)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    parent, deadline = psutil.Process(killed.pid), time.monotonic() + 120
+    while len(workers := parent.children(recursive=True)) < 2:
+        assert killed.poll() is None, killed.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the rendering processes never started"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"rendering processes outlived the killed run: {alive}"
+    (lock,) = cache.glob(".*.lock")
+    try:
+        with file_lock(lock, wait=False):  # free: a caller would not wait for ever on a killed run's workers
+            pass
+    except LockBusyError:
+        pytest.fail(f"{lock.name} is still held after the run that took it was killed")
+    folder = synth.load_or_create_synthetic(num_images=20, seed=5, cache_dir=cache, num_workers=1, progress=False)
+    assert (folder / "synthesis.json").is_file()
