@@ -72,6 +72,7 @@ def test_recipes_default_fast_and_paper_is_named_and_explicit_options_win():
 
     fast = parse_args(["--output_dir", "/tmp/x"])
     assert (fast.recipe, fast.optimizer, fast.lr_scheduler, fast.sampling, fast.augment) == ("fast", "adamw", "cosine", "image", True)
+    assert fast.learning_rate == 3e-3 and parse_args(["--learning_rate", "5e-4", "--output_dir", "/tmp/x"]).learning_rate == 5e-4
     assert fast.image_label_loss_weight > 0 and fast.warmup_steps > 0 and fast.vision_pretrain_steps > 0
     paper = parse_args(["--recipe", "paper", "--output_dir", "/tmp/x"])
     assert (paper.optimizer, paper.learning_rate, paper.lr_scheduler, paper.sampling, paper.augment) == ("adam", 1e-3, "plateau", "rows", False)
