@@ -14,11 +14,13 @@ load, though a loaded machine still inflates it through cache and memory content
 average is recorded beside every run). MVaEMa's curve includes its stage-1 image-encoder pre-training.
 Variants: ``mvaema`` (the default recipe: ITC + LM), ``mvaema_itm`` (``--itm``: the paper's three losses),
 ``blip`` (``--baseline blip``: transformers' BLIP VQA at MVaEMa's sizes, LM loss only, no class loss and no
-stage 1, which need MVaEMa's image-label head), ``no_itc`` and ``no_itm`` (the paper's ablations of its
+stage 1, which need MVaEMa's image-label head; ``blip_lr1e-3`` the same at the papers' learning rate instead of the fast
+recipe's 3e-3), ``no_itc`` and ``no_itm`` (the paper's ablations of its
 three-loss model, otherwise the default recipe; ``no_itm`` is the default recipe itself since that left ITM out).
 
     python tests/benchmarks/learning_curves/mvaema.py                       # ~40 CPU-minutes, 2 runs at a time
     python tests/benchmarks/learning_curves/mvaema.py --variants mvaema --max_train_steps 100 --num_images 400
+    python tests/benchmarks/learning_curves/mvaema.py --variants blip_lr1e-3 --add ...  # one more run beside the committed ones
 
 Writes tests/benchmarks/results/learning_curves_mvaema.{json,png}.
 """
@@ -40,6 +42,7 @@ VARIANTS = {
     "mvaema": [],  # the default recipe: ITC + LM (+ the class loss and stage 1)
     "mvaema_itm": ["--itm"],  # the paper's three losses, otherwise the default recipe
     "blip": ["--baseline", "blip"],
+    "blip_lr1e-3": ["--baseline", "blip", "--learning_rate", "1e-3"],  # at the papers' learning rate, not the fast recipe's 3e-3
     "no_itc": ["--itm", "--config_overrides", "use_itc=false"],  # the paper's ablations of its three-loss model
     "no_itm": ["--no-itm"],  # (the same as the default recipe since it left ITM out)
     "paper": ["--recipe", "paper"],
@@ -59,6 +62,8 @@ def parse_args(argv=None):
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (each on 1 thread)")
     parser.add_argument("--work_dir", default="/tmp/emvision_learning_curves")
     parser.add_argument("--output", default=str(RESULTS / "learning_curves_mvaema"))
+    parser.add_argument("--add", action="store_true",
+                        help="keep the runs already in --output's JSON (same data and budget) and add or replace these variants")
     parser.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: evaluate one run folder, print JSON
     return parser.parse_args(argv)
 
@@ -186,6 +191,19 @@ def plot(runs: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def _kept_runs(path: Path, args, names: list[str]) -> list[dict]:
+    """The runs of an earlier result at ``path`` that ``--add`` keeps: all but the variants being run again."""
+    if not path.is_file():
+        raise SystemExit(f"--add: {path} does not exist; run without --add first")
+    earlier = json.loads(path.read_text())
+    settings = ("num_images", "max_train_steps", "vision_pretrain_steps")
+    if any(earlier.get(key) != getattr(args, key) for key in settings) or earlier.get("eval") != {
+        "basics_images": args.eval_images, "rouge_images": args.rouge_images}:
+        raise SystemExit(f"--add: {path} was measured with other settings ({', '.join(f'{k}={earlier.get(k)}' for k in settings)}, "
+                         f"eval {earlier.get('eval')}); use the same ones or another --output")
+    return [run for run in earlier["runs"] if run["variant"] not in names]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.evaluate:
@@ -197,13 +215,14 @@ def main(argv=None) -> dict:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; expected some of {sorted(VARIANTS)}")
+    output = Path(args.output)
+    kept = _kept_runs(output.with_suffix(".json"), args, names) if args.add else []
     dataset = load_or_create_synthetic(num_images=args.num_images, seed=0, num_folds=10, cache_dir=Path(args.work_dir) / "data")
     with ThreadPoolExecutor(args.parallel) as pool:
-        runs = list(pool.map(lambda name: train(name, args, dataset), names))
+        runs = kept + list(pool.map(lambda name: train(name, args, dataset), names))
     result = {"num_images": args.num_images, "max_train_steps": args.max_train_steps, "vision_pretrain_steps": args.vision_pretrain_steps,
               "eval": {"basics_images": args.eval_images, "rouge_images": args.rouge_images}, "threads_per_run": 1,
               "parallel_runs": args.parallel, "floors": FLOORS, "first_to_floor": first_to_floor(runs), "runs": runs}
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(runs, output.with_suffix(".png"))
