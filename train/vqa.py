@@ -57,10 +57,10 @@ BASELINE_CARD_NOTE = (
 # recipe"): AdamW with warm-up (without it ITC collapses to identical embeddings at Adam 1e-3 and ITM never
 # learns) and cosine decay from a peak of 3e-3 (the small decoder learns the answers' language far faster than
 # at 1e-3: validation LM loss 0.34 against 1.65 after the same 650 steps); one question per image per step, the
-# Basics question (which names the category) drawn 4x as often; flips/quarter turns and brightness/contrast jitter of the training images; and an
-# auxiliary class loss on the image encoder's [CLS] (supervised on the training labels): the from-scratch
-# ViT is what limits the model, and the contrastive/answer losses alone teach it the classes too slowly; for the
-# same reason its patches are read through a small convolutional stem (modeling/conv_stem.py) instead of the paper's
+# Basics question (which names the category) drawn 4x as often; flips/quarter turns and brightness/contrast
+# jitter of the training images; and an auxiliary class loss on the image encoder's [CLS] (supervised on the
+# training labels): the from-scratch ViT is what limits the model, and the contrastive/answer losses alone teach
+# it the classes too slowly; for the same reason its patches are read through a small convolutional stem (modeling/conv_stem.py) instead of the paper's
 # linear patch embedding.
 RECIPES = {
     "fast": {"optimizer": "adamw", "learning_rate": 3e-3, "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
