@@ -60,8 +60,8 @@ BASELINE_CARD_NOTE = (
 # Basics question (which names the category) drawn 4x as often; flips/quarter turns and brightness/contrast
 # jitter of the training images; and an auxiliary class loss on the image encoder's [CLS] (supervised on the
 # training labels): the from-scratch ViT is what limits the model, and the contrastive/answer losses alone teach
-# it the classes too slowly; for the same reason its patches are read through a small convolutional stem (modeling/conv_stem.py) instead of the paper's
-# linear patch embedding.
+# it the classes too slowly; for the same reason its patches are read through a small convolutional stem
+# (modeling/conv_stem.py) instead of the paper's linear patch embedding.
 RECIPES = {
     "fast": {"optimizer": "adamw", "learning_rate": 3e-3, "weight_decay": 0.05, "lr_scheduler": "cosine", "warmup_steps": 100,
              "sampling": "image", "basics_weight": 4.0, "image_label_loss_weight": 2.0, "augment": True,
