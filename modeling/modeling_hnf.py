@@ -166,11 +166,12 @@ class HNFLayer(GradientCheckpointingLayer):
 
     def forward(
         self, pixel_values: torch.Tensor, cls_token: torch.Tensor, virtual_token: torch.Tensor, keep_tokens: bool = False,
-        stem_maps: list[torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        stem_maps: list[torch.Tensor] | None = None, keep_patch_nodes: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """cls_token, virtual_token: (B, d); `stem_maps`: the convolutional stem's maps, when the model has one.
         Returns the gate output (B, d), the gate weights (B, 2), with `keep_tokens` the sequence branch's token
-        states (B, N + 1, d) [patches, CLS], and the graph branch's patch nodes (B, N, d)."""
+        states (B, N + 1, d) [patches, CLS], and with `keep_patch_nodes` the graph branch's patch nodes (B, N, d)
+        (else None: the graph convolution then computes the virtual node's output alone, the same numbers)."""
         patch_content, patch_tokens = self.patch_embedding(pixel_values, stem_maps)
         sequence = torch.cat([patch_tokens, cls_token.unsqueeze(1) + self.cls_position], dim=1)  # [patches, CLS]
         # only the CLS leaves the layer, so the ODE merges only that position unless every token is asked for
@@ -183,6 +184,10 @@ class HNFLayer(GradientCheckpointingLayer):
             summary, gate_weights = self.gate(cls_summary, None)
             return summary, gate_weights, tokens if keep_tokens else None, patch_tokens
         nodes = torch.cat([patch_tokens, virtual_token.unsqueeze(1)], dim=1)  # [patches, virtual node]
+        if not keep_patch_nodes:  # only the virtual node leaves the layer
+            virtual_node, _ = self.graph_branch(patch_content, nodes, virtual_node_only=True)
+            summary, gate_weights = self.gate(cls_summary, self.graph_norm(virtual_node))
+            return summary, gate_weights, tokens if keep_tokens else None, None
         nodes, _ = self.graph_branch(patch_content, nodes)
         virtual_summary = self.graph_norm(nodes[:, -1])
         summary, gate_weights = self.gate(cls_summary, virtual_summary)
@@ -200,16 +205,20 @@ class HNFHierarchicalEncoder(nn.Module):
         self.conv_stem = build_conv_stem(config)
         self.layers = nn.ModuleList([HNFLayer(config, index, self.conv_stem) for index in range(config.num_hidden_layers)])
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple, tuple | None, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                return_patch_states: bool = True) -> tuple[torch.Tensor, tuple, tuple | None, torch.Tensor | None]:
         """The image embedding (B, d), the gate weights per layer, when asked each layer's token states, and the
-        last layer's patch nodes (B, N, d), which the text side of the bidirectional fusion reads."""
+        last layer's patch nodes (B, N, d), which the text side of the bidirectional fusion reads (None without
+        `return_patch_states`: then no layer convolves its patch nodes, only its virtual node)."""
         batch = pixel_values.shape[0]
         cls_token, virtual_token = self.cls_token.expand(batch, -1), self.virtual_token.expand(batch, -1)
         stem_maps = self.conv_stem(pixel_values) if self.conv_stem is not None else None  # once, shared by the layers
         token_states, gate_weights = [], []
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
             summary, weights, tokens, patch_states = layer(
-                pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states, stem_maps=stem_maps
+                pixel_values, cls_token, virtual_token, keep_tokens=output_hidden_states, stem_maps=stem_maps,
+                keep_patch_nodes=return_patch_states and index == last,
             )
             cls_token = virtual_token = summary
             token_states.append(tokens)
@@ -243,7 +252,8 @@ class HNFViTEncoder(nn.Module):
         self.layers = nn.ModuleList([HNFTransformerBlock(config) for _ in range(config.num_hidden_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, None, tuple | None, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False,
+                return_patch_states: bool = True) -> tuple[torch.Tensor, None, tuple | None, torch.Tensor]:
         """As `HNFHierarchicalEncoder.forward`; the patch states are the last block's patch tokens."""
         stem_maps = self.conv_stem(pixel_values) if self.conv_stem is not None else None
         _, tokens = self.patch_embedding(pixel_values, stem_maps)
@@ -423,7 +433,8 @@ class HNFModel(HNFPreTrainedModel):
         if conditioning_labels is not None and self.text_encoder is None:
             raise ValueError("conditioning_labels were given but this model has no text branch")
         image_embeds, gate_weights, token_states, patch_states = self.image_encoder(
-            pixel_values, output_hidden_states=bool(output_hidden_states)
+            pixel_values, output_hidden_states=bool(output_hidden_states),
+            return_patch_states=self.text_encoder is not None,  # only the text side's fusion reads them
         )
         fused, text_embeds = self._fuse(image_embeds, conditioning_labels, patch_states)
 

@@ -107,7 +107,7 @@ def test_graph_block_mixes_only_within_an_image():
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
-def test_sparse_chebyshev_convolution_equals_torch_geometric_chebconv(order):
+def test_sparse_and_dense_chebyshev_convolutions_equal_torch_geometric_chebconv(order):
     from torch_geometric.nn import ChebConv
 
     from emvision.modeling.hnf_graph import HNFChebConv
@@ -121,6 +121,42 @@ def test_sparse_chebyshev_convolution_equals_torch_geometric_chebconv(order):
     expected, actual = reference(x, graph.edge_index, lambda_max=2.0), fast(x, graph.edge_index, lambda_max=2.0)
     torch.testing.assert_close(actual, expected)
     torch.testing.assert_close(torch.autograd.grad(actual.square().sum(), x)[0], torch.autograd.grad(expected.square().sum(), x)[0])
+    # the dense batched path the graph block uses: one scaled Laplacian per image, same numbers and gradients
+    for lambda_max in (2.0, 1.5):
+        expected = reference(x, graph.edge_index, lambda_max=lambda_max)
+        dense = fast.forward_dense(x.view(3, 17, 8), graph.scaled_laplacian(lambda_max=lambda_max)).reshape(-1, 8)
+        torch.testing.assert_close(dense, expected)
+        torch.testing.assert_close(torch.autograd.grad(dense.square().sum(), x)[0], torch.autograd.grad(expected.square().sum(), x)[0])
+    # one node's output alone (what the graph block computes when only the virtual node is read)
+    laplacian = graph.scaled_laplacian()
+    for node in (-1, 0, 7):
+        full = fast.forward_dense(x.view(3, 17, 8), laplacian)[:, node]
+        alone = fast.forward_dense_node(x.view(3, 17, 8), laplacian, node)
+        torch.testing.assert_close(alone, full)
+        torch.testing.assert_close(torch.autograd.grad(alone.square().sum(), x)[0], torch.autograd.grad(full.square().sum(), x)[0])
+
+
+def test_the_encoder_without_patch_states_gives_the_same_embedding_and_gradients():
+    torch.manual_seed(0)
+    # float64: both ways sum the same terms in a different order, and some gradients are tiny beside others
+    model = HNFForImageClassification(tiny_hnf_config(use_text_branch=False)).double().eval()
+    encoder = model.hnf.image_encoder
+    size = encoder.layers[0].patch_embedding.image_size
+    pixels = torch.randn(4, 3, size, size, dtype=torch.float64)
+    results = []
+    for keep in (True, False):
+        model.zero_grad()
+        embedding, gates, _, patch_states = encoder(pixels, return_patch_states=keep)
+        assert (patch_states is None) == (not keep)
+        embedding.square().sum().backward()
+        results.append((embedding.detach(), torch.stack([g.detach() for g in gates]),
+                        {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (full, full_gates, full_grads), (alone, alone_gates, alone_grads) = results
+    torch.testing.assert_close(alone, full)
+    torch.testing.assert_close(alone_gates, full_gates)
+    assert full_grads.keys() == alone_grads.keys() and any("graph_branch.conv" in name for name in full_grads)
+    for name in full_grads:
+        torch.testing.assert_close(alone_grads[name], full_grads[name], msg=name)
 
 
 @pytest.mark.parametrize("method,adjoint", [("rk4", False), ("dopri5", True)])
