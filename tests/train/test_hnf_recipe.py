@@ -25,6 +25,13 @@ def test_augmentation_moves_pixels_by_a_symmetry_of_the_square_and_jitters_withi
     jittered = augment_micrographs(images, torch.Generator().manual_seed(0), jitter=0.15)
     assert jittered.shape == images.shape and jittered.min() >= -1 and jittered.max() <= 1
     assert not torch.equal(jittered, moved)
+    # the same symmetries, then contrast about each image's mean and a brightness shift, as documented
+    generator = torch.Generator().manual_seed(0)
+    torch.randint(0, 2, (16,), generator=generator), torch.randint(0, 4, (16,), generator=generator)
+    contrast = 1 + 0.15 * (2 * torch.rand(16, 1, 1, 1, generator=generator) - 1)
+    brightness = 0.15 * (2 * torch.rand(16, 1, 1, 1, generator=generator) - 1)
+    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(jittered, ((moved - mean) * contrast + mean + brightness).clamp(-1, 1))
 
 
 def test_the_collator_augments_only_when_asked_and_keeps_the_labels():

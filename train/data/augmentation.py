@@ -29,14 +29,18 @@ def augment_micrographs(pixel_values: torch.Tensor, generator: torch.Generator |
     batch, device = pixel_values.shape[0], pixel_values.device
     flips = torch.randint(0, 2, (batch,), generator=generator).tolist()
     turns = torch.randint(0, 4, (batch,), generator=generator).tolist()
-    images = []
-    for image, flip, turn in zip(pixel_values, flips, turns):
+    # one copy: each image is written once, through a (view of a) flip and a quarter turn, into the output
+    out = torch.empty_like(pixel_values, memory_format=torch.contiguous_format)
+    for target, image, flip, turn in zip(out, pixel_values, flips, turns):
         image = image.flip(-1) if flip else image
-        images.append(torch.rot90(image, turn, dims=(-2, -1)) if turn else image)
-    out = torch.stack(images)
+        target.copy_(torch.rot90(image, turn, dims=(-2, -1)) if turn else image)
     if jitter:
         contrast = 1 + jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
         brightness = jitter * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
-        mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        out = ((out - mean) * contrast.to(device) + mean + brightness.to(device)).clamp(-1, 1)
+        # (x - mean) * contrast + mean + brightness in one pass: x * contrast + (mean * (1 - contrast) + brightness);
+        # a dihedral map moves pixels only, so the mean is the input image's
+        contrast = contrast.to(device=device, dtype=out.dtype)
+        mean = pixel_values.mean(dim=(1, 2, 3), keepdim=True)
+        offset = mean * (1 - contrast) + brightness.to(device=device, dtype=out.dtype)
+        out.mul_(contrast).add_(offset).clamp_(-1, 1)
     return out
