@@ -72,6 +72,29 @@ def test_adamw_decays_weight_matrices_only_and_adam_keeps_the_papers_l2():
     assert type(adam) is torch.optim.Adam and adam.param_groups[0]["weight_decay"] == 0.01
 
 
+@pytest.mark.parametrize("argv", [("--optimizer", "adamw", "--weight_decay", "0.05"), ("--weight_decay", "0.01")])
+def test_the_fused_optimizer_makes_the_same_updates_as_the_per_tensor_one(argv):
+    torch.manual_seed(0)
+    model, reference = _model(), _model()
+    reference.load_state_dict(model.state_dict())
+    initial = model[0].weight.detach().clone()
+    optimizer = build_optimizer(model, _args(*argv))
+    assert all(group["fused"] for group in optimizer.param_groups)
+    # the same groups over the twin's parameters, with torch's per-tensor implementation
+    twin = dict(zip(map(id, model.parameters()), reference.parameters()))
+    per_tensor = type(optimizer)([{**group, "params": [twin[id(p)] for p in group["params"]], "fused": None, "foreach": False}
+                                  for group in optimizer.param_groups])
+    inputs = torch.randn(16, 4)
+    for _ in range(5):
+        for net, opt in ((model, optimizer), (reference, per_tensor)):
+            opt.zero_grad()
+            net(inputs).square().mean().backward()
+            opt.step()
+    for fused_weight, plain_weight in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(fused_weight, plain_weight)
+    assert not torch.equal(model[0].weight, initial), "the steps moved the weights"
+
+
 def test_a_resumed_schedule_continues_the_same_curve():
     args = _args("--lr_patience", "2")
     first = LearningRateSchedule.from_args(build_optimizer(_model(), args), args, total_steps=50)
