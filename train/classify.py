@@ -152,7 +152,8 @@ def build_model(args, class_names: list[str], descriptions, descriptions_source)
         **{**RECIPE_MODEL_CONFIGS[args.recipe], **({"use_text_branch": True} if args.paper_protocol or args.text_model_name_or_path else {})},
     )
     apply_config_overrides(config, parse_config_overrides(args.config_overrides))
-    return HNFForImageClassification(config), MicrographImageProcessor()
+    size = {"height": config.image_size, "width": config.image_size}  # the processor makes what the model reads
+    return HNFForImageClassification(config), MicrographImageProcessor(size=size)
 
 
 def main(argv=None) -> dict:

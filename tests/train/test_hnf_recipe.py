@@ -78,3 +78,9 @@ def test_the_recipe_chooses_the_model_config():
     conditioned, _ = build_model(parse_args(["--paper_protocol", "--output_dir", "unused", "--config_overrides",
                                              "hidden_size=16,fusion_num_heads=2,num_attention_heads=2"]), names, None, None)
     assert conditioned.config.use_text_branch is True and conditioned.label_conditioned
+    # the processor makes images of the size the model reads, an overridden size too
+    smaller, processor = build_model(parse_args(["--output_dir", "unused", "--config_overrides",
+                                                 "image_size=160,patch_sizes=[16,20,32],hidden_size=16,fusion_num_heads=2,num_attention_heads=2"]),
+                                     names, None, None)
+    pixels = processor(torch.rand(1, 300, 300).numpy(), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 160, 160) and smaller(pixel_values=pixels).logits.shape == (1, 2)
