@@ -3,12 +3,14 @@ the ``--streaming`` rows each process reads. The datasets here are SYNTHETIC (th
 
 from __future__ import annotations
 
+import io
 from argparse import Namespace
 from collections import Counter
 
 import pytest
 import torch
 from datasets import load_from_disk
+from PIL import Image
 
 from emvision.processing import MVaEMaProcessor, build_default_tokenizer
 from emvision.processing.image_processing_micrograph import MicrographImageProcessor
@@ -49,6 +51,18 @@ def test_vqa_rows_find_their_images_through_the_index(synthetic, processor):
         VQACollator(processor, with_captions=False)(rows)
     with pytest.raises(KeyError, match="not in the images subset"):
         table.get(["0" * 64])
+
+
+def test_images_stored_at_another_size_are_resized_as_the_processor_does(synthetic):
+    """A model reading 192-px images from a dataset stored at 224 px: the collator's quick path gives the
+    processor's values to the bit."""
+    rows = list(undecoded(load_from_disk(str(synthetic / "images"))).select(range(6)))
+    small = MicrographImageProcessor(size={"height": 192, "width": 192})
+    batch = ImageCollator(small)(rows)["pixel_values"]
+    stored = [Image.open(io.BytesIO(row["image"]["bytes"])) for row in rows]
+    expected = small(stored, do_remove_info_bar=False, return_tensors="pt")["pixel_values"]
+    assert batch.shape == (6, 3, 192, 192) and torch.equal(batch, expected)
+    assert not torch.equal(batch, ImageCollator(small)(rows[1:] + rows[:1])["pixel_values"])
 
 
 def test_a_version_1_folder_trains_as_it_did(tmp_path, processor):

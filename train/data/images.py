@@ -70,6 +70,8 @@ class PixelValues:
         mean = np.broadcast_to(np.asarray(image_processor.image_mean if normalize else 0.0, np.float64), (3,))
         std = np.broadcast_to(np.asarray(image_processor.image_std if normalize else 1.0, np.float64), (3,))
         self.gain, self.bias = (scale / std).astype(np.float32), (-mean / std).astype(np.float32)
+        self.resample = getattr(image_processor, "resample", None)
+        self.resample = PIL.Image.Resampling.BICUBIC if self.resample is None else PIL.Image.Resampling(self.resample)
 
     def __call__(self, images: Sequence[Any], model_ready: bool | Sequence[bool]) -> torch.Tensor:
         """``images``: stored bytes, ``{"bytes", "path"}`` dicts, PIL images or uint8 arrays; ``model_ready``
@@ -89,6 +91,12 @@ class PixelValues:
                 arrays = [_as_array(image) for image in images]
                 if all(array.shape[:2] == self.size and array.dtype == np.uint8 for array in arrays):
                     return self._normalize(arrays)
+                if all(array.ndim == 2 and array.dtype == np.uint8 for array in arrays):
+                    # gray 8-bit images stored at another size: the processor's own resize (PIL, uint8 in and
+                    # out), then the same normalisation, without its per-call work
+                    from emvision.processing.micrograph import resize_array
+
+                    return self._normalize([resize_array(array, *self.size, self.resample) for array in arrays])
             # stored without the bar at another size than the processor's, or a processor that crops or pads
             return self._processor([_as_pil(image) for image in images], do_remove_info_bar=False)
         return self._processor([_as_pil(image) for image in images])  # the full path: decode, cut the bar, resize
