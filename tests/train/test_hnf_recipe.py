@@ -53,7 +53,7 @@ def test_the_fast_recipe_is_the_default_and_the_paper_recipe_restores_the_papers
 
     fast = parse_args(["--output_dir", "unused"])
     assert (fast.recipe, fast.optimizer, fast.lr_scheduler, fast.learning_rate, fast.weight_decay) == ("fast", "adamw", "cosine", 2e-3, 0.05)
-    assert fast.augment is True and fast.warmup_steps == 100 and fast.synthetic_num_images == 3500 and fast.max_train_steps == 1000
+    assert fast.augment is True and fast.warmup_steps == 100 and fast.synthetic_num_images == 3500 and fast.max_train_steps == 1400
     paper = parse_args(["--recipe", "paper", "--output_dir", "unused"])
     assert (paper.optimizer, paper.lr_scheduler, paper.learning_rate, paper.weight_decay, paper.warmup_steps) == ("adam", "plateau", 1e-3, 0.0, 0)
     assert paper.augment is False and paper.synthetic_num_images == 1000 and paper.max_train_steps == 60
@@ -71,10 +71,12 @@ def test_the_recipe_chooses_the_model_config():
                           names, None, None)
     assert fast.config.ode_method == "euler" and fast.config.use_text_branch is False
     assert fast.config.patch_embedding == "conv_stem" and fast.hnf.image_encoder.conv_stem is not None
+    assert fast.config.image_size == 192 and fast.config.patch_sizes == [16, 24, 32]
     paper, _ = build_model(parse_args(["--recipe", "paper", "--output_dir", "unused", "--config_overrides",
                                        "hidden_size=16,fusion_num_heads=2,num_attention_heads=2"]), names, None, None)
     assert paper.config.ode_method == "rk4" and paper.config.use_text_branch is True
     assert paper.config.patch_embedding == "linear" and paper.hnf.image_encoder.conv_stem is None
+    assert paper.config.image_size == 224 and paper.config.patch_sizes == [16, 28, 32]
     conditioned, _ = build_model(parse_args(["--paper_protocol", "--output_dir", "unused", "--config_overrides",
                                              "hidden_size=16,fusion_num_heads=2,num_attention_heads=2"]), names, None, None)
     assert conditioned.config.use_text_branch is True and conditioned.label_conditioned
