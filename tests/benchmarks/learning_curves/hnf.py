@@ -8,9 +8,11 @@ Every run trains on the same data as ``accelerate launch train/classify.py`` (th
 fast recipe: 3,500 images, fold 0 of 10 tests, fold 1 validates, the other 2,800 train), with the same seed,
 augmentation, optimizer and schedule, and is evaluated on the same test fold at the same CPU-second marks:
 
-- ``hnf``: the default of train/classify.py (``--recipe fast``: Euler ODE, convolutional stem, no text branch);
-  ``hnf_linear`` the same with the paper's linear patch embeddings (the committed curves before the stem);
-- ``vit``: the same-size transformers ViT (train/baselines.py ``build_vit_baseline``), same recipe;
+- ``hnf``: the default of train/classify.py (``--recipe fast``: 192-px images cut into 16/24/32-px patches,
+  Euler ODE, convolutional stem, no text branch); ``hnf_224`` the same at the paper's 224 px and 16/28/32-px
+  patches (the default before); ``hnf_linear`` the default with the paper's linear patch embeddings;
+- ``vit``: the same-size transformers ViT (train/baselines.py ``build_vit_baseline``), same recipe and images;
+  ``vit_224`` at 224 px;
 - the paper's ablations at the same budget: ``hnf_no_ode`` (a transformer block instead of the ODE),
   ``hnf_no_graph``; and the text branch, which the default leaves out, in both fusion directions:
   ``hnf_text`` (bidirectional cross-modal attention) and ``hnf_text_one_way`` (image attends to text only);
@@ -36,12 +38,18 @@ from types import SimpleNamespace
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 FLOOR = 0.90
-STEM = {"patch_embedding": "conv_stem"}  # the fast recipe's convolutional stem (train/classify.py RECIPE_MODEL_CONFIGS)
+# the fast recipe's convolutional stem and image grid (train/classify.py RECIPE_MODEL_CONFIGS): 192 px, patches 16/24/32
+GRID = {"image_size": 192, "patch_sizes": [16, 24, 32]}
+PAPER_GRID = {"image_size": 224, "patch_sizes": [16, 28, 32]}
+STEM = {"patch_embedding": "conv_stem", **GRID}
 RUNS = {
-    "hnf": {"label": "HNF (default: fast recipe, Euler, conv stem, no text)", "config": {"ode_method": "euler", "use_text_branch": False, **STEM}},
+    "hnf": {"label": "HNF (default: fast recipe, 192 px, Euler, conv stem, no text)", "config": {"ode_method": "euler", "use_text_branch": False, **STEM}},
+    "hnf_224": {"label": "HNF at the paper's 224 px, patches 16/28/32 (fast recipe otherwise)",
+                "config": {"ode_method": "euler", "use_text_branch": False, **STEM, **PAPER_GRID}},
     "hnf_linear": {"label": "HNF, the paper's linear patch embeddings (fast recipe otherwise)",
-                   "config": {"ode_method": "euler", "use_text_branch": False}},
-    "vit": {"label": "ViT baseline (same size, same recipe)", "vit": True},
+                   "config": {"ode_method": "euler", "use_text_branch": False, **GRID}},
+    "vit": {"label": "ViT baseline (same size, same recipe, 192 px, patch 16)", "vit": True, "config": dict(GRID)},
+    "vit_224": {"label": "ViT baseline at 224 px, patch 16", "vit": True, "config": dict(PAPER_GRID)},
     "hnf_no_ode": {"label": "HNF without the ODE", "config": {"use_ode": False, "use_text_branch": False, **STEM}},
     "hnf_no_graph": {"label": "HNF without the graph", "config": {"ode_method": "euler", "use_graph_branch": False, "use_text_branch": False, **STEM}},
     "hnf_text": {"label": "HNF + text branch (bidirectional)", "config": {"ode_method": "euler", **STEM}, "text": True},
@@ -52,8 +60,8 @@ RUNS = {
     "hnf_rk4": {"label": "HNF, RK4 solver", "config": {"ode_method": "rk4", "use_text_branch": False, **STEM}},
     # coarser patches (49, 49 and 16 tokens per layer instead of 196, 64 and 49): fewer tokens, more steps per CPU-second
     "hnf_coarse": {"label": "HNF, patches 32/32/56 (Euler, conv stem, no text)",
-                   "config": {"ode_method": "euler", "use_text_branch": False, "patch_sizes": [32, 32, 56], **STEM}},
-    "vit_coarse": {"label": "ViT baseline, patch 32", "config": {"patch_sizes": [32, 32, 56]}, "vit": True},
+                   "config": {"ode_method": "euler", "use_text_branch": False, **STEM, "image_size": 224, "patch_sizes": [32, 32, 56]}},
+    "vit_coarse": {"label": "ViT baseline, patch 32", "config": {"image_size": 224, "patch_sizes": [32, 32, 56]}, "vit": True},
     "hnf_paper": {"label": "HNF, paper recipe (RK4, Adam const, no aug., text, linear patches)", "config": {"ode_method": "rk4"}, "text": True,
                   "paper": True},
 }
@@ -63,8 +71,12 @@ PAPER = dict(optimizer="adam", learning_rate=1e-3, weight_decay=0.0, lr_schedule
              lr_factor=0.5, lr_patience=5)
 
 
-def load_split(num_images: int, fold: int, num_folds: int):
-    """uint8 gray (N, 224, 224) tensors and labels of the train and test folds, decoded once."""
+def image_size_of(name: str) -> int:
+    return RUNS[name].get("config", {}).get("image_size", 224)
+
+
+def load_split(num_images: int, fold: int, num_folds: int, image_size: int = 224):
+    """uint8 gray (N, image_size, image_size) tensors and labels of the train and test folds, decoded once."""
     import torch
 
     from emvision.datasets_scripts.synthesize import load_or_create_synthetic
@@ -77,7 +89,7 @@ def load_split(num_images: int, fold: int, num_folds: int):
     path = load_or_create_synthetic(num_images=num_images, seed=0, num_folds=num_folds, progress=False)
     images = undecoded(DatasetSource(name="synthetic", path=path).load("images"))
     args = SimpleNamespace(fold=fold, num_folds=num_folds, max_train_samples=None, max_eval_samples=None)
-    collate = ImageCollator(MicrographImageProcessor())
+    collate = ImageCollator(MicrographImageProcessor(size={"height": image_size, "width": image_size}))
     out = []
     for split in split_by_fold(images, args)[::2]:  # train, test
         gray, labels = [], []
@@ -135,7 +147,8 @@ def run_one(name: str, args) -> dict:
     from emvision.train.data.augmentation import augment_micrographs
     from emvision.train.loop.schedule import LearningRateSchedule, build_optimizer
 
-    ((train_gray, train_labels), (test_gray, test_labels)), class_names = load_split(args.num_images, args.fold, args.num_folds)
+    ((train_gray, train_labels), (test_gray, test_labels)), class_names = load_split(args.num_images, args.fold, args.num_folds,
+                                                                                      image_size_of(name))
     torch.manual_seed(args.seed)
     model = build_model(name, class_names, args.text_bytes)
     paper = RUNS[name].get("paper", False)
