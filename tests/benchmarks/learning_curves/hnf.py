@@ -210,7 +210,7 @@ def plot(results: dict, path: Path) -> None:
         axis.set_ylabel(f"{key} (n={results['num_test']})")
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].legend(fontsize=7, loc="lower right")
     figure.suptitle(f"HNF family on the synthetic set: {results['num_train']} train / {results['num_test']} test images, "
                     f"seed {results['seed']}, load avg {results['load1_range']}", fontsize=9)
     figure.tight_layout()
