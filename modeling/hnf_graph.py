@@ -88,33 +88,10 @@ def build_vision_graph(patch_embeddings: torch.Tensor, num_neighbors: int) -> HN
 
 
 class HNFChebConv(ChebConv):
-    """torch_geometric's `ChebConv` (same weights, same Laplacian normalisation) with two faster ways to propagate:
-    `forward` (an `edge_index`, as torch_geometric takes it) multiplies by one sparse matrix per Chebyshev order
-    (`message_and_aggregate`) instead of gathering a message per edge; `forward_dense`, which HNF's graph block
-    uses, takes the batch's graphs as dense per-image Laplacians and multiplies them in one batched matrix product.
-    Both give torch_geometric's numbers (tested)."""
-
-    def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.sparse.mm(adj_t, x)
-
-    def forward(self, x, edge_index, edge_weight=None, batch=None, lambda_max=None):
-        num_nodes = x.size(self.node_dim)
-        edge_index, norm = self.__norm__(
-            edge_index, num_nodes, edge_weight, self.normalization, lambda_max, dtype=x.dtype, batch=batch
-        )
-        # the scaled Laplacian, transposed (row = target), as PyG expects sparse adjacencies
-        laplacian_t = torch.sparse_coo_tensor(
-            edge_index.flip(0), norm, (num_nodes, num_nodes), check_invariants=False
-        ).coalesce()
-        previous, current = x, x
-        out = self.lins[0](x)
-        if len(self.lins) > 1:
-            current = self.propagate(laplacian_t, x=x, norm=None)
-            out = out + self.lins[1](current)
-        for lin in self.lins[2:]:
-            previous, current = current, 2.0 * self.propagate(laplacian_t, x=current, norm=None) - previous
-            out = out + lin(current)
-        return out + self.bias if self.bias is not None else out
+    """torch_geometric's `ChebConv` (same weights, same Laplacian normalisation; its own `forward` over an
+    `edge_index` unchanged) with the two forms HNF's graph block uses: `forward_dense` takes the batch's graphs as
+    dense per-image Laplacians and multiplies them in batched matrix products, `forward_dense_node` computes one
+    node's output alone. Both give torch_geometric's numbers (tested)."""
 
     def forward_dense(self, x: torch.Tensor, scaled_laplacian: torch.Tensor) -> torch.Tensor:
         """The same convolution over a batch of graphs given as dense scaled Laplacians

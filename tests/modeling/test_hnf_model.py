@@ -107,7 +107,7 @@ def test_graph_block_mixes_only_within_an_image():
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
-def test_sparse_and_dense_chebyshev_convolutions_equal_torch_geometric_chebconv(order):
+def test_dense_chebyshev_convolutions_equal_torch_geometric_chebconv(order):
     from torch_geometric.nn import ChebConv
 
     from emvision.modeling.hnf_graph import HNFChebConv
@@ -118,9 +118,6 @@ def test_sparse_and_dense_chebyshev_convolutions_equal_torch_geometric_chebconv(
     fast = HNFChebConv(8, 8, K=order, normalization="sym")
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(graph.num_nodes, 8, requires_grad=True)
-    expected, actual = reference(x, graph.edge_index, lambda_max=2.0), fast(x, graph.edge_index, lambda_max=2.0)
-    torch.testing.assert_close(actual, expected)
-    torch.testing.assert_close(torch.autograd.grad(actual.square().sum(), x)[0], torch.autograd.grad(expected.square().sum(), x)[0])
     # the dense batched path the graph block uses: one scaled Laplacian per image, same numbers and gradients
     for lambda_max in (2.0, 1.5):
         expected = reference(x, graph.edge_index, lambda_max=lambda_max)
