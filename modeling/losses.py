@@ -142,4 +142,102 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float =
     )
 
 
-__all__ = ["ContrastiveOutput", "contrastive_loss", "gather_features", "itm_loss", "lm_loss", "sample_hard_negatives"]
+class _LinearCrossEntropy(torch.autograd.Function):
+    """`lm_loss(F.linear(hidden, weight, bias), targets)` with the gradients computed chunk by chunk in the forward.
+
+    The (rows, vocabulary) logits are never stored whole: each chunk of rows is projected into one reused buffer,
+    turned into its softmax in place, and its contribution to the three gradients added right away (the approach
+    of fused linear cross-entropy kernels such as Liger Kernel's). What autograd would otherwise allocate and
+    fill per step (the logits, their log-softmax, the gradient of each, the zeroed buffer of the NLL backward;
+    each rows x vocabulary floats) is replaced by one chunk-sized buffer and fewer passes over it.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, label_smoothing: float, chunk_size: int):
+        rows, vocab = hidden.shape[0], weight.shape[0]
+        smoothing = float(label_smoothing)
+        needs = ctx.needs_input_grad
+        grad_hidden = torch.empty_like(hidden) if needs[0] else None
+        grad_weight = torch.zeros_like(weight) if needs[1] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and needs[2] else None
+        total = hidden.new_zeros((), dtype=torch.float32)
+        buffer = hidden.new_empty((min(chunk_size, rows), vocab))
+        for start in range(0, rows, chunk_size):
+            chunk = hidden[start : start + chunk_size]
+            count = chunk.shape[0]
+            logits = buffer[:count]
+            if bias is None:
+                torch.mm(chunk, weight.t(), out=logits)
+            else:
+                torch.addmm(bias, chunk, weight.t(), out=logits)
+            chunk_targets = targets[start : start + count]
+            losses = -(1.0 - smoothing) * logits.gather(1, chunk_targets[:, None]).squeeze(1)
+            if smoothing:
+                losses -= smoothing * logits.mean(dim=1)
+            # one exponential pass: exp(logits - max) in place gives both the normalizer and the softmax
+            maximum = logits.amax(dim=1, keepdim=True)
+            exponentials = logits.sub_(maximum).exp_()
+            sums = exponentials.sum(dim=1, keepdim=True)
+            total += (losses + maximum.squeeze(1) + sums.squeeze(1).log()).sum()
+            if grad_hidden is None and grad_weight is None and grad_bias is None:
+                continue
+            # d loss_row / d logits = softmax - (1 - smoothing) * one_hot - smoothing / vocab; the mean over rows: / rows
+            probs = exponentials.mul_(sums.reciprocal_().div_(rows))
+            probs[torch.arange(count, device=probs.device), chunk_targets] -= (1.0 - smoothing) / rows
+            if smoothing:
+                probs -= smoothing / (vocab * rows)
+            if grad_hidden is not None:
+                torch.mm(probs, weight, out=grad_hidden[start : start + count])
+            if grad_weight is not None:
+                grad_weight.addmm_(probs.t(), chunk)
+            if grad_bias is not None:
+                grad_bias += probs.sum(dim=0)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        return total / rows
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        scale = lambda grad: grad * grad_output if grad is not None else None  # noqa: E731
+        return scale(grad_hidden), scale(grad_weight), scale(grad_bias), None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Token-mean cross-entropy of `F.linear(hidden, weight, bias)` against `targets`, without storing the logits.
+
+    hidden `(N, d)`, weight `(V, d)`, bias `(V,)` or None, targets `(N,)` class indices (no ignored entries:
+    select the supervised rows first). Same value and gradients as `lm_loss(F.linear(hidden, weight, bias),
+    targets, label_smoothing)` up to float rounding, computed `chunk_size` rows at a time in float32 (other
+    dtypes, and autocast, take the plain path). The gradients are computed in the forward, so call it where the
+    loss will be back-propagated; under `torch.no_grad()` it only computes the loss.
+    """
+    if hidden.ndim != 2 or targets.shape != hidden.shape[:1]:
+        raise ValueError(f"hidden must be (N, d) and targets (N,), got {tuple(hidden.shape)} and {tuple(targets.shape)}")
+    plain = (
+        hidden.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or torch.is_autocast_enabled(hidden.device.type)
+        or hidden.shape[0] == 0
+    )
+    if plain:
+        return lm_loss(F.linear(hidden, weight, bias), targets, label_smoothing)
+    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, label_smoothing, chunk_size)
+
+
+__all__ = [
+    "ContrastiveOutput",
+    "contrastive_loss",
+    "gather_features",
+    "itm_loss",
+    "linear_cross_entropy",
+    "lm_loss",
+    "sample_hard_negatives",
+]

@@ -39,7 +39,7 @@ CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_ke
 
 from .conv_stem import MicrographConvStem
 from .configuration_mvaema import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
-from .losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
+from .losses import contrastive_loss, itm_loss, linear_cross_entropy, lm_loss, sample_hard_negatives
 
 try:  # emvision's vocabulary: the default zero-shot candidates and the special-token helpers
     from emvision.vocabulary import add_mvaema_special_tokens, category_display_name, special_token_ids
@@ -972,9 +972,11 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         supervised = next_labels != -100
         if not bool(supervised.any()):
             return decoder_states.sum() * 0.0
-        states = decoder_states[:, :-1][supervised]
-        logits = self.lm_head(self.lm_transform(states))
-        return lm_loss(logits, next_labels[supervised], self.config.label_smoothing)
+        states = self.lm_transform(decoder_states[:, :-1][supervised])
+        if type(self.lm_head) is nn.Linear and torch.is_grad_enabled():
+            # the vocabulary projection and the cross-entropy in one pass, chunk by chunk (the logits are not stored)
+            return linear_cross_entropy(states, self.lm_head.weight, self.lm_head.bias, next_labels[supervised], self.config.label_smoothing)
+        return lm_loss(self.lm_head(states), next_labels[supervised], self.config.label_smoothing)
 
     def _matching_logits(self, image_embeds, itc_input_ids, itc_attention_mask, image_ids, itc, image_key_values=None):
         """ITM on every positive pair plus one sampled negative text per image and one negative image per text.

@@ -28,6 +28,7 @@ def _load_losses():
 _losses = _load_losses()
 contrastive_loss, gather_features = _losses.contrastive_loss, _losses.gather_features
 itm_loss, lm_loss, sample_hard_negatives = _losses.itm_loss, _losses.lm_loss, _losses.sample_hard_negatives
+linear_cross_entropy = _losses.linear_cross_entropy
 
 
 def test_the_package_exports_this_file():
@@ -126,6 +127,73 @@ def test_itm_and_lm_losses():
     assert lm_loss(lm_logits, targets).item() == pytest.approx(manual.item(), rel=1e-6)
     smoothed = lm_loss(lm_logits, targets, label_smoothing=0.1)
     assert smoothed.item() > lm_loss(lm_logits, targets).item()
+
+
+def _projection_case(rows=37, width=8, vocab=50, seed=0, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, width, generator=generator, dtype=dtype)
+    weight = torch.randn(vocab, width, generator=generator, dtype=dtype)
+    bias = torch.randn(vocab, generator=generator, dtype=dtype)
+    targets = torch.randint(0, vocab, (rows,), generator=generator)
+    return hidden, weight, bias, targets
+
+
+def _loss_and_gradients(loss_fn, hidden, weight, bias, targets, **kwargs):
+    leaves = [tensor.clone().requires_grad_() for tensor in (hidden, weight, bias) if tensor is not None]
+    if bias is None:
+        leaves.append(None)
+    loss = loss_fn(leaves[0], leaves[1], leaves[2], targets, **kwargs)
+    gradients = torch.autograd.grad(loss, [leaf for leaf in leaves if leaf is not None])
+    return loss.detach(), gradients
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("chunk_size", [8, 37, 1024])  # several chunks with a remainder, one exact chunk, one partial
+def test_linear_cross_entropy_equals_the_projection_then_lm_loss(label_smoothing, chunk_size, with_bias):
+    hidden, weight, bias, targets = _projection_case()
+    bias = bias if with_bias else None
+
+    def plain(h, w, b, t, label_smoothing):
+        return lm_loss(F.linear(h, w, b), t, label_smoothing)
+
+    expected, expected_grads = _loss_and_gradients(plain, hidden, weight, bias, targets, label_smoothing=label_smoothing)
+    loss, grads = _loss_and_gradients(linear_cross_entropy, hidden, weight, bias, targets, label_smoothing=label_smoothing,
+                                      chunk_size=chunk_size)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert len(grads) == len(expected_grads) == (3 if with_bias else 2)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_linear_cross_entropy_scales_with_the_upstream_gradient_and_skips_frozen_inputs():
+    hidden, weight, bias, targets = _projection_case(rows=20)
+    h = hidden.clone().requires_grad_()
+    (3.0 * linear_cross_entropy(h, weight, bias, targets, chunk_size=6)).backward()  # weight and bias frozen
+    plain_h = hidden.clone().requires_grad_()
+    (3.0 * lm_loss(F.linear(plain_h, weight, bias), targets)).backward()
+    torch.testing.assert_close(h.grad, plain_h.grad, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # the loss alone
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, bias, targets, chunk_size=6),
+                                   lm_loss(F.linear(hidden, weight, bias), targets), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_cross_entropy_takes_the_plain_path_outside_float32_and_checks_shapes():
+    hidden, weight, bias, targets = _projection_case(dtype=torch.float64)
+    loss, grads = _loss_and_gradients(linear_cross_entropy, hidden, weight, bias, targets)
+    expected, expected_grads = _loss_and_gradients(lambda h, w, b, t: lm_loss(F.linear(h, w, b), t), hidden, weight, bias, targets)
+    fused_node = linear_cross_entropy(*(t.float().requires_grad_() for t in (hidden, weight, bias)), targets).grad_fn
+    plain_node = linear_cross_entropy(*(t.clone().requires_grad_() for t in (hidden, weight, bias)), targets).grad_fn
+    assert "LinearCrossEntropy" in type(fused_node).__name__
+    assert "LinearCrossEntropy" not in type(plain_node).__name__  # float64: F.linear, then lm_loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the plain path as well
+        autocast_node = linear_cross_entropy(*(t.float().requires_grad_() for t in (hidden, weight, bias)), targets).grad_fn
+    assert "LinearCrossEntropy" not in type(autocast_node).__name__
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="hidden must be"):
+        linear_cross_entropy(hidden.float()[None], weight.float(), bias.float(), targets)
 
 
 # ---------------------------------------------------------------------------------------------------
