@@ -973,7 +973,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         if not bool(supervised.any()):
             return decoder_states.sum() * 0.0
         states = self.lm_transform(decoder_states[:, :-1][supervised])
-        if type(self.lm_head) is nn.Linear and torch.is_grad_enabled():
+        if type(self.lm_head) is nn.Linear:  # (a LoRA-style wrapper computes its own projection)
             # the vocabulary projection and the cross-entropy in one pass, chunk by chunk (the logits are not stored)
             return linear_cross_entropy(states, self.lm_head.weight, self.lm_head.bias, next_labels[supervised], self.config.label_smoothing)
         return lm_loss(self.lm_head(states), next_labels[supervised], self.config.label_smoothing)

@@ -139,10 +139,8 @@ def _projection_case(rows=37, width=8, vocab=50, seed=0, dtype=torch.float32):
 
 
 def _loss_and_gradients(loss_fn, hidden, weight, bias, targets, **kwargs):
-    leaves = [tensor.clone().requires_grad_() for tensor in (hidden, weight, bias) if tensor is not None]
-    if bias is None:
-        leaves.append(None)
-    loss = loss_fn(leaves[0], leaves[1], leaves[2], targets, **kwargs)
+    leaves = [None if tensor is None else tensor.clone().requires_grad_() for tensor in (hidden, weight, bias)]
+    loss = loss_fn(*leaves, targets, **kwargs)
     gradients = torch.autograd.grad(loss, [leaf for leaf in leaves if leaf is not None])
     return loss.detach(), gradients
 
