@@ -176,6 +176,38 @@ def test_fast_greedy_loop_equals_the_generation_mixin_loop(min_new_tokens, padde
         assert (fast == PAD).any() or fast.shape[1] < input_ids.shape[1] + 12  # [EOS] did end some rows
 
 
+def test_fast_greedy_breaks_ties_as_the_generation_mixin_loop_does():
+    """Two vocabulary rows with the same weights and bias always tie for the maximum: both loops take the first."""
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
+    with torch.no_grad():
+        model.lm_head.weight[41] = model.lm_head.weight[40]
+        model.lm_head.bias[40] = model.lm_head.bias[41] = model.lm_head.bias.max() + 50.0
+    input_ids, attention_mask = _prompts()
+    common = dict(pixel_values=torch.randn(3, 3, 32, 32), input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=4)
+    fast, slow = model.generate(**common), model.generate(**common, fast_greedy=False)
+    assert torch.equal(fast, slow) and (fast[:, input_ids.shape[1]:] == 40).all()
+
+
+def test_greedy_ids_are_ordinary_tensors_that_a_training_step_can_use():
+    """The short loop runs under inference mode; the ids it returns must still serve as the input of a training step
+    (answers generated for self-training, say): autograd saves the ids of an embedding lookup, and refuses
+    inference tensors."""
+    torch.manual_seed(0)
+    model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
+    input_ids, attention_mask = _prompts()
+    pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    generated = model.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=5,
+                               min_new_tokens=5)
+    assert generated.shape == (3, input_ids.shape[1] + 5) and not generated.is_inference()
+    model.train()
+    mask = torch.cat([attention_mask, torch.ones(3, 5, dtype=attention_mask.dtype)], dim=1)
+    labels = torch.full_like(generated, -100)
+    labels[:, input_ids.shape[1]:] = generated[:, input_ids.shape[1]:]
+    model(pixel_values=pixel_values, input_ids=generated, attention_mask=mask, labels=labels).loss.backward()
+    assert model.text_model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
 def test_fast_greedy_step_logits_are_bit_identical_to_the_forward_pass():
     torch.manual_seed(0)
     model = MVaEMaForQuestionAnswering(tiny_mvaema_config()).eval()
