@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch_size", type=int, default=48)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per model (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5: see run_all.py --warmup_steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
         "--vit_intermediate_size", type=int, default=None,

@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=48)
     parser.add_argument("--answer_tokens", type=int, default=64, help="answer length in tokens (default 64)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per model (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5: see run_all.py --warmup_steps)")
     parser.add_argument("--new_tokens", type=int, default=32, help="generated tokens per answer (default 32)")
     parser.add_argument("--generate_rounds", type=int, default=3, help="timed generate() calls per model (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -111,6 +111,9 @@ def parse_args(argv=None):
                         help="fixed-step solvers timed as extra HNF rows in benchmark 1 (comma-separated; '' for none)")
     parser.add_argument("--batch_size", type=int, default=48, help="training batch (paper: 48)")
     parser.add_argument("--steps", type=int, default=9, help="timed training steps per model in benchmark 1")
+    parser.add_argument("--warmup_steps", type=int, default=5,
+                        help="untimed training steps per model first in benchmark 1 (default 5: freshly initialised BLIP "
+                             "models run up to 1.7x slower for their first 3-4 steps, see tests/benchmarks/README.md)")
     parser.add_argument("--generation_rounds", type=int, default=15,
                         help="timed generate calls per model and batch size in benchmark 2 (idle runs with 5 moved by 14%%)")
     parser.add_argument("--quality_steps", type=int, default=10, help="optimizer steps per fold and model in benchmark 4")
@@ -129,6 +132,7 @@ def parse_args(argv=None):
         parser.error(f"--only: unknown benchmark(s) {unknown}; choose from {BENCHMARKS}")
     if args.quick:
         args.steps, args.quality_steps, args.quality_folds, args.scaling_steps = 2, 3, 2, 1
+        args.warmup_steps = min(args.warmup_steps, 1)
         args.synthetic_num_images = min(args.synthetic_num_images, 100)
         args.batch_size, args.quality_batch_size = min(args.batch_size, 16), min(args.quality_batch_size, 16)
         args.hnf_solvers = args.hnf_solvers[:1]
@@ -427,7 +431,7 @@ def bench_training(args, output_dir: Path) -> dict:
                  "labels": torch.randint(0, hnf_config.num_labels, (args.batch_size,), generator=generator)}
     models = {name: model.to(device) for name, model in {**vqa_models, **cls_models}.items()}
     batches = {name: to_device(batch, device) for name, batch in {**vqa_batches, **{name: cls_batch for name in cls_models}}.items()}
-    times, cpu_times = timed_training(models, batches, warmup=1, steps=args.steps, desc="1/5 training", device=device)
+    times, cpu_times = timed_training(models, batches, warmup=args.warmup_steps, steps=args.steps, desc="1/5 training", device=device)
 
     rows, results = [], {}
     for name, model in models.items():
@@ -458,11 +462,13 @@ def bench_training(args, output_dir: Path) -> dict:
         if name != vit:
             ratios[f"{name} vs {vit}, train cost per image"] = round(paired_ratio(series[name], series[vit]), 2)
     checks["training_hnf"] = target_check("training_hnf", paired_ratio(series["HNF (default config)"], series[vit]))
-    payload = {"batch_size": args.batch_size, "timed_steps": args.steps, "answer_tokens": 48, "device": str(device),
+    payload = {"batch_size": args.batch_size, "timed_steps": args.steps, "warmup_steps": args.warmup_steps, "answer_tokens": 48, "device": str(device),
                "results": results, "ratios": ratios, "targets": checks, "profiles": {},
                "ratio_clock": clock,
                "ratio_note": f"ratios are medians of step-by-step (paired, interleaved) {clock}-time ratios ({clock}: "
-                             "process CPU time with 1 thread on CPU, wall time otherwise); '(wall clock)' rows use wall time",
+                             "process CPU time with 1 thread on CPU, wall time otherwise); '(wall clock)' rows use wall time; each model "
+                             "first makes warmup_steps untimed steps (steady state: freshly initialised BLIP models are "
+                             "slower for their first few steps)",
                "memory_note": "estimated peak = 4 x parameter bytes (weights, gradients, Adam's two moments) + bytes autograd saves "
                               "for backward (distinct storages); CPU has no allocator peak counter (CUDA: cuda_peak_allocated_mib)"}
     slow = {"training_mvaema": "MVaEMa (ITC+ITM+LM)", "training_mvaema_lm": "MVaEMa (LM only)", "training_hnf": "HNF (default config)"}
@@ -471,7 +477,7 @@ def bench_training(args, output_dir: Path) -> dict:
             name = slow[key]
             payload["profiles"][key] = {"model": name, "top_ops": profile_step(one_step(models[name], batches[name]))}
     md = [f"### 1. Training throughput (batch {args.batch_size}, 224x224, forward + backward + Adam, {torch.get_num_threads()} thread(s), "
-          f"{device}; median of {args.steps} interleaved steps)", "",
+          f"{device}; median of {args.steps} interleaved steps after {args.warmup_steps} untimed ones)", "",
           markdown_table(["model", "parameters", "ms/step", "CPU ms/step", "train img/s", "GFLOP/step", "activations MiB", "est. peak MiB"], rows), "",
           *[f"- {k}: **{v:.2f}x**" for k, v in ratios.items()], "", targets_markdown(checks, payload)]
     write(output_dir, "training", payload, "\n".join(md))
