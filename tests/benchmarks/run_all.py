@@ -82,10 +82,11 @@ EXPLANATIONS = {
     "training_mvaema_lm": (
         "the same arithmetic (GFLOP column: MVaEMa's prefix-LM decoder over question + answer costs what BLIP's "
         "question encoder + answer decoder cost), and both steps are compute-bound matmuls and attention. The image "
-        "encoder (patch convolution and 4 ViT blocks, forward and backward) is about 40% of either step and the same "
-        "code path in both, so even a text side 1.5x faster than BLIP's would give 1.25x; the LM loss already runs "
-        "without materialising the logits (linear_cross_entropy). A 1.3x lead needs less arithmetic, i.e. a "
-        "different model or objective, not a faster implementation."
+        "encoder (patch convolution and 4 ViT blocks, forward and backward) is the same computation in both, 40% of "
+        "the arithmetic and a third of MVaEMa's step time, so the text side would have to run about 1.45x BLIP's "
+        "(it runs about 1.2x on an Intel Xeon); the LM loss already runs without materialising the logits "
+        "(linear_cross_entropy). A 1.3x lead needs less arithmetic, i.e. a different model or objective, not a "
+        "faster implementation."
     ),
     "generation": (
         "image encoding and the prompt pass are the same work for both models and take a large share of a batch-48 "
@@ -113,7 +114,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=9, help="timed training steps per model in benchmark 1")
     parser.add_argument("--warmup_steps", type=int, default=5,
                         help="untimed training steps per model first in benchmark 1 (default 5: freshly initialised BLIP "
-                             "models run up to 1.7x slower for their first 3-4 steps, see tests/benchmarks/README.md)")
+                             "models run up to 1.9x slower for their first 2-4 steps, see tests/benchmarks/README.md)")
     parser.add_argument("--generation_rounds", type=int, default=15,
                         help="timed generate calls per model and batch size in benchmark 2 (idle runs with 5 moved by 14%%)")
     parser.add_argument("--quality_steps", type=int, default=10, help="optimizer steps per fold and model in benchmark 4")
