@@ -276,7 +276,9 @@ class Walker:
         own_images = [str(self.lab_images) if t == dataset else t for t in tokens]
         self.run(own_images, command, fails_with=f"--model_name_or_path: no such folder: {model}")
         released = [("outputs/vqa" if t == model else t) for t in own_images]
-        self.run(with_flags(released, {**SMALL_VQA, "--num_folds": "3", "--lora_r": "4", "--max_train_steps": "3",
+        # outputs/vqa is already small; the options that describe a new model are refused beside it
+        tuning = {key: value for key, value in SMALL_VQA.items() if key not in ("--config_overrides", "--vision_pretrain_steps")}
+        self.run(with_flags(released, {**tuning, "--num_folds": "3", "--lora_r": "4", "--max_train_steps": "3",
                                        "--per_device_train_batch_size": "4"}), command)
 
     def python_snippet(self, code: str) -> None:

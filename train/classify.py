@@ -43,6 +43,7 @@ from emvision.train.loop.arguments import (
     apply_step_budget,
     check_training_args,
     default_output_dir,
+    refuse_with_trained_model,
 )
 from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
 from emvision.train.loop.preflight import (
@@ -118,6 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.baseline and (args.model_name_or_path or args.text_model_name_or_path or args.paper_protocol):
         parser.error("--baseline builds a new ViT from scratch: it cannot be combined with --model_name_or_path, "
                      "--text_model_name_or_path or --paper_protocol")
+    refuse_with_trained_model(parser, args, argv, ("text_model_name_or_path", "config_overrides", "paper_protocol"))
     if args.output_dir is None:
         args.output_dir = default_output_dir("classify")
     apply_step_budget(args, QUICK_START_STEPS[args.recipe])

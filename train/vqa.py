@@ -28,10 +28,12 @@ from emvision.train.loop.arguments import (
     apply_step_budget,
     check_training_args,
     default_output_dir,
+    given_options,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    refuse_with_trained_model,
 )
 from emvision.train.loop.config_overrides import apply_config_overrides, parse_config_overrides
 from emvision.train.loop.preflight import (
@@ -90,6 +92,10 @@ def penalty_or_auto(value: str) -> float | str:
 SCRIPT_STARTED = time.time()  # the closing line's wall-clock covers imports, data, training and evaluation
 QUICK_START_STEPS = {"fast": 650, "paper": 150}  # the embedded synthetic set's default budget; --max_train_steps 0 lifts it
 DEFAULT_SYNTHETIC_IMAGES = RECIPES["fast"]["synthetic_num_images"]
+# options that describe a new model (or its stage-1 pre-training): refused beside --model_name_or_path, whose config decides
+NEW_MODEL_OPTIONS = ("vision_model_name_or_path", "text_model_name_or_path", "config_overrides", "patch_embedding", "vocab_size",
+                     "image_label_token", "image_label_condition", "itm", "vision_pretrain_steps",
+                     "vision_pretrain_learning_rate", "vision_pretrain_batch_size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +170,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.baseline and (args.model_name_or_path or args.vision_model_name_or_path or args.text_model_name_or_path or args.lora):
         parser.error("--baseline builds a new BLIP from scratch: it cannot be combined with --model_name_or_path, "
                      "--vision_model_name_or_path, --text_model_name_or_path or --lora")
-    if args.vision_pretrain_steps and not args.image_label_loss_weight and not args.baseline:
+    refuse_with_trained_model(parser, args, argv, NEW_MODEL_OPTIONS)
+    # a trained model's class-loss weight is its config's unless given (then it replaces it: see build_model_and_processor)
+    args.image_label_loss_weight_given = bool(given_options(parser, argv, ("image_label_loss_weight",)))
+    if args.vision_pretrain_steps and not args.image_label_loss_weight and not (args.baseline or args.model_name_or_path):
         parser.error("--vision_pretrain_steps trains the image encoder's class head: it needs --image_label_loss_weight > 0 "
                      "(or --vision_pretrain_steps 0)")
     if args.output_dir is None:
@@ -195,6 +204,11 @@ def build_model_and_processor(args, train_texts: list[str]):
 
         model = MVaEMaForQuestionAnswering.from_pretrained(args.model_name_or_path)
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+        if getattr(args, "image_label_loss_weight_given", False):
+            if args.image_label_loss_weight > 0 and model.image_label_head is None:
+                raise InputError(f"--image_label_loss_weight {args.image_label_loss_weight:g}: {args.model_name_or_path} has no "
+                                 "image-label head (its config's image_label_loss_weight is 0), so there is no class loss to weigh")
+            model.config.image_label_loss_weight = args.image_label_loss_weight
         return model, processor
     overrides = parse_config_overrides(args.config_overrides)
     if args.vision_model_name_or_path or args.text_model_name_or_path:
@@ -329,7 +343,8 @@ def main(argv=None) -> dict:
         head = accelerator.unwrap_model(model).image_label_head
         if head is not None and head.out_features < num_classes:
             raise InputError(f"{source.name} has {num_classes} classes but the model's image-label head {head.out_features}: "
-                             "pass --image_label_loss_weight 0, or --config_overrides num_labels=" + str(num_classes))
+                             "pass --image_label_loss_weight 0" + ("" if args.model_name_or_path else
+                                                                    ", or --config_overrides num_labels=" + str(num_classes)))
     if args.vision_pretrain_steps and not (args.baseline or args.streaming or args.resume_from_checkpoint or args.model_name_or_path or args.lora):
         from emvision.train.loop.vision_pretraining import pretrain_image_encoder
 
@@ -429,7 +444,7 @@ def main(argv=None) -> dict:
                 ("answer-only language modelling (LM)", True)) if used)
             + ("" if getattr(eval_model.config, "use_itm", True) else " (the paper's ITM loss left out: `--itm` adds it)")
             + ("; the texts are the class captions, so every image of a class is a positive for ITC" if labels_template else "")
-            + (f"; plus an auxiliary class cross-entropy (weight {args.image_label_loss_weight:g}) on the image encoder's [CLS]: "
+            + (f"; plus an auxiliary class cross-entropy (weight {eval_model.config.image_label_loss_weight:g}) on the image encoder's [CLS]: "
                "supervised on the training images' labels (not one of the paper's losses; no label is read at prediction time)"
                if with_labels else ""),
             f"- Recipe `{args.recipe}`: " + ("one question per training image per epoch (Basics drawn "

@@ -112,6 +112,29 @@ def test_the_recipe_chooses_the_stem_and_the_class_token(flags, stem, label_toke
     assert model.config.image_label_token is label_token and (model.image_label_embeddings is not None) is label_token
 
 
+def test_options_of_a_new_model_are_refused_beside_a_trained_model(capsys):
+    from emvision.train.classify import parse_args as classify_args
+    from emvision.train.vqa import parse_args
+
+    trained = ["--model_name_or_path", "released/mvaema", "--output_dir", "/tmp/x"]
+    assert parse_args(trained).model_name_or_path == "released/mvaema"  # the recipe's own values are not "given"
+    assert not parse_args(trained).image_label_loss_weight_given
+    for given, named in [(["--itm"], "--itm describes"), (["--no-image_label_token"], "--image_label_token describes"),
+                         (["--patch_emb", "linear", "--config_overrides", "use_itc=false"], "--config_overrides, --patch_embedding describe"),
+                         (["--vision_pretrain_steps", "500"], "--vision_pretrain_steps describes")]:
+        with pytest.raises(SystemExit) as stopped:
+            parse_args([*trained, *given])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert named in error and "--model_name_or_path released/mvaema keeps the architecture" in error, error
+    # the class-loss weight is the one training option a trained model takes from the command line (see test_training.py)
+    assert parse_args([*trained, "--image_label_loss_weight", "0"]).image_label_loss_weight_given
+    with pytest.raises(SystemExit):
+        classify_args([*trained, "--paper_protocol"])
+    assert "--paper_protocol describes a new model" in capsys.readouterr().err
+    assert classify_args(trained).model_name_or_path == "released/mvaema"
+
+
 def test_card_shows_test_answers_beside_their_references():
     from emvision.train.publishing.model_card import DataProvenance, Result, build_model_card
 

@@ -38,6 +38,14 @@ def _vqa_args(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def _tuning_args(dataset: Path, output_dir: Path, base: Path, *extra: str) -> list[str]:
+    """`_vqa_args` for a run that starts from the trained model `base` (which keeps its own architecture)."""
+    return [
+        "--dataset", str(dataset), "--output_dir", str(output_dir), "--model_name_or_path", str(base),
+        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", *FAST, *extra,
+    ]
+
+
 def _env(**extra) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
     env.pop("PYTHONPATH", None)
@@ -597,7 +605,7 @@ def test_a_fine_tuned_model_inherits_what_its_base_saw(trained_vqa, synthetic_di
 
     base_dir, _ = trained_vqa
     with pytest.raises(InputError, match=r"--model_name_or_path .* saw \d+ of the \d+ images of this run's test fold 3 of 5"):
-        main(_vqa_args(synthetic_dir, tmp_path / "leaky", "--model_name_or_path", str(base_dir), "--fold", "3"))
+        main(_tuning_args(synthetic_dir, tmp_path / "leaky", base_dir, "--fold", "3"))
     assert not (tmp_path / "leaky" / "model.safetensors").exists()
     # a base trained on other data (records, but none of these images): accepted, and the new record carries the base's images
     foreign = tmp_path / "foreign_base"
@@ -605,10 +613,37 @@ def test_a_fine_tuned_model_inherits_what_its_base_saw(trained_vqa, synthetic_di
     record = json.loads((foreign / "split.json").read_text())
     record["train_image_ids"], record["validation_image_ids"] = ["0" * 64], ["1" * 64]
     (foreign / "split.json").write_text(json.dumps(record))
-    main(_vqa_args(synthetic_dir, tmp_path / "tuned", "--model_name_or_path", str(foreign), "--fold", "3", "--max_train_steps", "1",
-                   "--checkpointing_steps", "no", "--max_generate_samples", "2"))
+    main(_tuning_args(synthetic_dir, tmp_path / "tuned", foreign, "--fold", "3", "--max_train_steps", "1",
+                      "--checkpointing_steps", "no", "--max_generate_samples", "2"))
     tuned = json.loads((tmp_path / "tuned" / "split.json").read_text())
     assert tuned["base_model"] == str(foreign) and tuned["base_image_ids"] == ["0" * 64, "1" * 64]
+
+
+def test_a_trained_model_takes_a_class_loss_weight_given_for_fine_tuning(trained_vqa, tmp_path):
+    import torch
+
+    from emvision.train.loop.preflight import InputError
+    from emvision.train.vqa import build_model_and_processor, parse_args
+
+    base_dir, _ = trained_vqa
+    run = ["--model_name_or_path", str(base_dir), "--output_dir", str(tmp_path / "o")]
+    kept, _ = build_model_and_processor(parse_args(run), [])
+    assert kept.config.image_label_loss_weight == 2.0 and kept.image_label_head is not None  # the base's own (fast recipe)
+    off, _ = build_model_and_processor(parse_args([*run, "--image_label_loss_weight", "0"]), [])
+    assert off.config.image_label_loss_weight == 0.0
+    pixels = torch.zeros(2, 3, 224, 224)
+    ids = torch.tensor([[6, 20, 3, 21, 7]] * 2)
+    labels = torch.tensor([[-100, -100, -100, 21, 7]] * 2)
+    output = off(pixel_values=pixels, input_ids=ids, labels=labels, image_labels=torch.tensor([0, 1]))
+    assert torch.equal(output.loss, output.loss_lm), "a weight of 0 leaves the class loss out of the training loss"
+    headless = tmp_path / "headless"
+    shutil.copytree(base_dir, headless)
+    config = json.loads((headless / "config.json").read_text())
+    config["image_label_loss_weight"], config["image_label_token"] = 0.0, False
+    (headless / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="--image_label_loss_weight 1: .*headless has no image-label head"):
+        build_model_and_processor(parse_args(["--model_name_or_path", str(headless), "--output_dir", str(tmp_path / "o"),
+                                              "--image_label_loss_weight", "1"]), [])
 
 
 def test_a_model_without_a_split_record_is_evaluated_with_a_warning(trained_vqa, tmp_path):

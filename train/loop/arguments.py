@@ -166,6 +166,32 @@ def check_training_args(parser: argparse.ArgumentParser, args) -> None:
     check_fold(parser, args.fold, args.num_folds)
 
 
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None, dests: tuple[str, ...]) -> list[str]:
+    """The options among ``dests`` that the command line ``argv`` gives explicitly (a value equal to the default
+    counts; abbreviations and ``--no-`` forms too), each named by its first option string."""
+    unset = object()
+    kept = {dest: parser.get_default(dest) for dest in dests}
+    parser.set_defaults(**dict.fromkeys(dests, unset))
+    try:
+        probe = parser.parse_known_args(argv)[0]
+    finally:
+        parser.set_defaults(**kept)
+    names = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    return [names[dest] for dest in dests if getattr(probe, dest) is not unset]
+
+
+def refuse_with_trained_model(parser: argparse.ArgumentParser, args, argv: list[str] | None, dests: tuple[str, ...]) -> None:
+    """Stop when options that describe a new model are given beside --model_name_or_path, whose own config decides
+    them: they would otherwise be ignored without a word."""
+    if not args.model_name_or_path:
+        return
+    given = given_options(parser, argv, dests)
+    if given:
+        parser.error(f"{', '.join(given)} {'describes' if len(given) == 1 else 'describe'} a new model, but "
+                     f"--model_name_or_path {args.model_name_or_path} keeps the architecture and losses of its config.json: "
+                     f"drop {'it' if len(given) == 1 else 'them'}, or train a new model without --model_name_or_path")
+
+
 def report_to(args) -> str:
     """``--report_to`` as given, or the trackers installed ('none' when there are none)."""
     return args.report_to or ",".join(installed_trackers()) or "none"
