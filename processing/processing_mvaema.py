@@ -167,11 +167,19 @@ class MVaEMaProcessor(ProcessorMixin):
 
 
 def tidy_spacing(text: str) -> str:
-    """Undo the spaces WordPiece decoding puts inside numbers, brackets and slashes ('3. 5' -> '3.5')."""
+    """Undo the spaces WordPiece decoding puts around punctuation that written English does not space: inside
+    numbers, brackets and slashes ('3. 5' -> '3.5'), before ';', ':' and '%' ('size : 5 %' -> 'size: 5%'), in
+    times and ratios ('1 : 2' -> '1:2') and in hyphenated words ('close - packed' -> 'close-packed'; a hyphen
+    used as a spaced dash is joined too: decoding cannot tell the two apart). Answers are scored against the
+    written references word by word, so each of these spaces would cost a correct answer its n-grams.
+    Thousands separators stay spaced ('3, 200'): they cannot be told from a list of numbers."""
     text = re.sub(r"(?<=\d)\.\s+(?=\d)", ".", text)
     text = re.sub(r"([(\[{])\s+", r"\1", text)
     text = re.sub(r"\s+([)\]}])", r"\1", text)
     text = re.sub(r"\s*/\s*", "/", text)
+    text = re.sub(r"\s+([;:%])", r"\1", text)
+    text = re.sub(r"(?<=\d):\s+(?=\d)", ":", text)
+    text = re.sub(r"(?<=\w)\s+-\s+(?=\w)", "-", text)
     return text
 
 

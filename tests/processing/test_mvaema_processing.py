@@ -186,6 +186,25 @@ def test_batch_decode_returns_the_answers(processor, tokenizer):
     assert tidy_spacing("size 3. 5 nm ( see fig. 2 ) and / or") == "size 3.5 nm (see fig. 2) and/or"
 
 
+def test_a_verbatim_answer_decodes_to_its_written_form_and_scores_as_one(processor, tokenizer):
+    """Decoding puts spaces around punctuation ('close - packed', 'field :'); scored word by word against the
+    written reference, a model that answers exactly would lose n-grams to them."""
+    from emvision.datasets_scripts.synthetic.generator import generate_micrograph
+    from emvision.datasets_scripts.synthetic.oracle import oracle_answers
+    from emvision.train.metrics.vqa_loader import load_vqa_metric
+
+    written = "A close-packed layer; field: 5 µm (20% of the frame), x-ray at 10:30, ratio 1:2."
+    prompt = processor(text=["Describe it."])["input_ids"][0].tolist()
+    assert processor.decode(prompt + _ids(tokenizer, written) + [7]) == written.lower()
+    references = [answer for index in range(12)
+                  for answer in oracle_answers(generate_micrograph(index, seed=2, short_side=96).metadata).values()]
+    decoded = [processor.decode(prompt + _ids(tokenizer, answer) + [7]) for answer in references]
+    exact = sum(d == r.lower() for d, r in zip(decoded, references))
+    assert exact >= 0.9 * len(references), [(d, r) for d, r in zip(decoded, references) if d != r.lower()][:3]
+    scores = load_vqa_metric().compute(predictions=decoded, references=references)
+    assert scores["bleu4"] > 0.98 and scores["meteor"] > 0.99, scores  # before: BLEU-4 0.82, METEOR 0.94 on such answers
+
+
 def test_save_and_load_with_auto_processor(processor, tmp_path, real_sem_images):
     processor.save_pretrained(tmp_path)
     reloaded = AutoProcessor.from_pretrained(tmp_path)
