@@ -194,7 +194,9 @@ def preflight(args) -> None:
                      "pre-train one with `python train/pretrain_text_mlm.py DESCRIPTIONS --output_dir DIR`")
 
 
-def build_model_and_processor(args, train_texts: list[str]):
+def build_model_and_processor(args, train_texts: list[str], class_names: list[str] | None = None):
+    """The model to train and its processor: the trained model of --model_name_or_path, or a new one whose class
+    head (and `classify` candidates) are `class_names`, the dataset's classes (default: the ten SEM categories)."""
     from emvision.modeling import MVaEMaForQuestionAnswering
     from emvision.processing import MVaEMaProcessor, build_default_tokenizer, prepare_tokenizer
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
@@ -204,10 +206,11 @@ def build_model_and_processor(args, train_texts: list[str]):
 
         model = MVaEMaForQuestionAnswering.from_pretrained(args.model_name_or_path)
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-        if getattr(args, "image_label_loss_weight_given", False):
-            if args.image_label_loss_weight > 0 and model.image_label_head is None:
+        if getattr(args, "image_label_loss_weight_given", False) and args.image_label_loss_weight > 0:
+            if model.image_label_head is None:
                 raise InputError(f"--image_label_loss_weight {args.image_label_loss_weight:g}: {args.model_name_or_path} has no "
                                  "image-label head (its config's image_label_loss_weight is 0), so there is no class loss to weigh")
+            # a positive weight keeps the head (the config's weight > 0 is what builds it); 0 is this run's alone: class_loss_of_run
             model.config.image_label_loss_weight = args.image_label_loss_weight
         return model, processor
     overrides = parse_config_overrides(args.config_overrides)
@@ -219,7 +222,7 @@ def build_model_and_processor(args, train_texts: list[str]):
             tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(args.text_model_name_or_path))
         else:
             tokenizer = build_default_tokenizer(vocab_size=args.vocab_size, extra_texts=train_texts)
-        config = new_config(args)
+        config = new_config(args, class_names)
         apply_config_overrides(config, overrides)
         model = MVaEMaForQuestionAnswering.from_pretrained_components(
             vision_model_name_or_path=args.vision_model_name_or_path,
@@ -229,21 +232,50 @@ def build_model_and_processor(args, train_texts: list[str]):
         )
     else:
         tokenizer = build_default_tokenizer(vocab_size=args.vocab_size, extra_texts=train_texts)
-        config = new_config(args)
+        config = new_config(args, class_names)
         config.text_config.vocab_size = len(tokenizer)
         apply_config_overrides(config, overrides)
         model = MVaEMaForQuestionAnswering(config)
     return model, MVaEMaProcessor(image_processor=MicrographImageProcessor(), tokenizer=tokenizer)
 
 
-def new_config(args):
-    """A new model's config from the options (the recipe's values unless given)."""
+def new_config(args, class_names: list[str] | None = None):
+    """A new model's config from the options (the recipe's values unless given); `class_names`: its classes."""
     from emvision.modeling import MVaEMaConfig
 
     return MVaEMaConfig(image_label_loss_weight=args.image_label_loss_weight, use_itm=args.itm,
+                        id2label=dict(enumerate(class_names)) if class_names else None,
                         image_label_token=(token := args.image_label_token and args.image_label_loss_weight > 0),
                         image_label_condition=token and args.image_label_condition,
                         vision_config={"patch_embedding": args.patch_embedding})
+
+
+def class_loss_of_run(model, args, class_names: list[str], dataset_name: str) -> tuple[bool, str | None]:
+    """Whether this run trains the class head on the dataset's labels, and why not when a trained model's head is
+    left alone. The head's output i is the class `config.id2label[i]`: a trained model's head (and the class token
+    its prediction feeds the text side) keeps its classes, so a dataset whose label i names another class would
+    teach it the wrong one; such a run leaves the class loss out, and says so (an error when the weight was given).
+    --image_label_loss_weight 0 beside a trained model turns it off for the run; the saved config keeps its weight,
+    which is also what builds the head."""
+    config = model.config
+    if not getattr(config, "image_label_loss_weight", 0.0) > 0 or getattr(model, "image_label_head", None) is None:
+        return False, None
+    model_classes = [config.id2label[index] for index in sorted(config.id2label)]
+    if not args.model_name_or_path:
+        if len(class_names) > len(model_classes):
+            raise InputError(f"{dataset_name} has {len(class_names)} classes but the model's image-label head {len(model_classes)}: "
+                             f"pass --image_label_loss_weight 0, or --config_overrides num_labels={len(class_names)}")
+        return True, None
+    if getattr(args, "image_label_loss_weight_given", False) and args.image_label_loss_weight == 0:
+        return False, "--image_label_loss_weight 0"
+    if class_names != model_classes[: len(class_names)]:
+        mismatch = (f"{dataset_name}'s classes ({', '.join(class_names)}) are not those of {args.model_name_or_path}'s class head "
+                    f"({', '.join(model_classes)}), label by label")
+        if getattr(args, "image_label_loss_weight_given", False):
+            raise InputError(f"--image_label_loss_weight {args.image_label_loss_weight:g}: {mismatch}; its class loss would teach "
+                             "it the wrong classes. Pass --image_label_loss_weight 0 (or nothing: the run then leaves the loss out)")
+        return False, mismatch + " (the head and the class token it feeds stay the base model's)"
+    return True, None
 
 
 def provenance_for(source, train_split, caption_protocol: bool):
@@ -325,7 +357,8 @@ def main(argv=None) -> dict:
                          log=accelerator.print)
 
     train_texts = [*train_split["question"], *train_split["answer"]]
-    model, processor = build_model_and_processor(args, train_texts)
+    class_names = list(getattr(train_split.features.get("label"), "names", None) or [])
+    model, processor = build_model_and_processor(args, train_texts, class_names)
     if args.baseline:
         from emvision.train.baselines import BlipBaselineProcessor, build_blip_baseline
 
@@ -337,14 +370,9 @@ def main(argv=None) -> dict:
     total = count_parameters(model)
     accelerator.print(f"parameters: {total:,}")
 
-    with_labels = getattr(accelerator.unwrap_model(model).config, "image_label_loss_weight", 0.0) > 0
-    if with_labels:
-        num_classes = len(getattr(train_split.features.get("label"), "names", None) or [])
-        head = accelerator.unwrap_model(model).image_label_head
-        if head is not None and head.out_features < num_classes:
-            raise InputError(f"{source.name} has {num_classes} classes but the model's image-label head {head.out_features}: "
-                             "pass --image_label_loss_weight 0" + ("" if args.model_name_or_path else
-                                                                    ", or --config_overrides num_labels=" + str(num_classes)))
+    with_labels, class_loss_note = class_loss_of_run(accelerator.unwrap_model(model), args, class_names, source.name)
+    if class_loss_note:
+        accelerator.print(f"Class loss off for this run: {class_loss_note}")
     if args.vision_pretrain_steps and not (args.baseline or args.streaming or args.resume_from_checkpoint or args.model_name_or_path or args.lora):
         from emvision.train.loop.vision_pretraining import pretrain_image_encoder
 
@@ -446,7 +474,8 @@ def main(argv=None) -> dict:
             + ("; the texts are the class captions, so every image of a class is a positive for ITC" if labels_template else "")
             + (f"; plus an auxiliary class cross-entropy (weight {eval_model.config.image_label_loss_weight:g}) on the image encoder's [CLS]: "
                "supervised on the training images' labels (not one of the paper's losses; no label is read at prediction time)"
-               if with_labels else ""),
+               if with_labels else "")
+            + (f"; the base model's auxiliary class loss left out: {class_loss_note}" if class_loss_note else ""),
             f"- Recipe `{args.recipe}`: " + ("one question per training image per epoch (Basics drawn "
             f"{args.basics_weight:g}x as often)" if args.sampling == "image" and not args.streaming else "every QA row once per epoch")
             + ("; training images flipped/rotated and brightness/contrast-jittered" if args.augment else ""),

@@ -112,6 +112,16 @@ def test_the_recipe_chooses_the_stem_and_the_class_token(flags, stem, label_toke
     assert model.config.image_label_token is label_token and (model.image_label_embeddings is not None) is label_token
 
 
+def test_a_new_models_classes_are_its_datasets():
+    from emvision.train.vqa import build_model_and_processor, parse_args
+
+    model, _ = build_model_and_processor(parse_args(["--output_dir", "/tmp/x"]), ["a clean wafer"], ["Clean", "Defect"])
+    assert model.config.id2label == {0: "Clean", 1: "Defect"} and model.config.label2id == {"Clean": 0, "Defect": 1}
+    assert model.image_label_head.out_features == 2 and model.image_label_embeddings.shape[0] == 2
+    default, _ = build_model_and_processor(parse_args(["--output_dir", "/tmp/x"]), ["a clean wafer"])
+    assert len(default.config.id2label) == 10 and default.image_label_head.out_features == 10
+
+
 def test_options_of_a_new_model_are_refused_beside_a_trained_model(capsys):
     from emvision.train.classify import parse_args as classify_args
     from emvision.train.vqa import parse_args

@@ -619,23 +619,41 @@ def test_a_fine_tuned_model_inherits_what_its_base_saw(trained_vqa, synthetic_di
     assert tuned["base_model"] == str(foreign) and tuned["base_image_ids"] == ["0" * 64, "1" * 64]
 
 
-def test_a_trained_model_takes_a_class_loss_weight_given_for_fine_tuning(trained_vqa, tmp_path):
-    import torch
+def test_a_trained_models_class_loss_follows_the_weight_given_and_the_datasets_classes(trained_vqa, synthetic_dir, tmp_path):
+    from transformers import AutoModel
 
     from emvision.train.loop.preflight import InputError
-    from emvision.train.vqa import build_model_and_processor, parse_args
+    from emvision.train.vqa import build_model_and_processor, class_loss_of_run, main, parse_args
+    from emvision.vocabulary import SEM_CATEGORIES
 
     base_dir, _ = trained_vqa
     run = ["--model_name_or_path", str(base_dir), "--output_dir", str(tmp_path / "o")]
-    kept, _ = build_model_and_processor(parse_args(run), [])
+    args = parse_args(run)
+    kept, _ = build_model_and_processor(args, [])
     assert kept.config.image_label_loss_weight == 2.0 and kept.image_label_head is not None  # the base's own (fast recipe)
-    off, _ = build_model_and_processor(parse_args([*run, "--image_label_loss_weight", "0"]), [])
-    assert off.config.image_label_loss_weight == 0.0
-    pixels = torch.zeros(2, 3, 224, 224)
-    ids = torch.tensor([[6, 20, 3, 21, 7]] * 2)
-    labels = torch.tensor([[-100, -100, -100, 21, 7]] * 2)
-    output = off(pixel_values=pixels, input_ids=ids, labels=labels, image_labels=torch.tensor([0, 1]))
-    assert torch.equal(output.loss, output.loss_lm), "a weight of 0 leaves the class loss out of the training loss"
+    assert class_loss_of_run(kept, args, list(SEM_CATEGORIES), "synthetic") == (True, None)
+    # other classes than the head's: the run leaves the class loss out and says why; given a weight, it refuses
+    on, note = class_loss_of_run(kept, args, ["Clean", "Defect"], "lab")
+    assert not on and "lab's classes (Clean, Defect) are not those of" in note and "Biological, Fibres" in note
+    weighted = parse_args([*run, "--image_label_loss_weight", "1"])
+    assert build_model_and_processor(weighted, [])[0].config.image_label_loss_weight == 1.0
+    with pytest.raises(InputError, match="--image_label_loss_weight 1: lab's classes .* would teach it the wrong classes"):
+        class_loss_of_run(kept, weighted, ["Clean", "Defect"], "lab")
+    # 0 turns the loss off for this run only: the saved config keeps the weight that builds the head and class token
+    off_args = parse_args([*run, "--image_label_loss_weight", "0"])
+    off, _ = build_model_and_processor(off_args, [])
+    assert off.config.image_label_loss_weight == 2.0
+    assert class_loss_of_run(off, off_args, list(SEM_CATEGORIES), "synthetic") == (False, "--image_label_loss_weight 0")
+    foreign = tmp_path / "foreign_base"  # the base, recorded as trained on other images (see the test above)
+    shutil.copytree(base_dir, foreign)
+    record = json.loads((foreign / "split.json").read_text())
+    record["train_image_ids"], record["validation_image_ids"] = ["0" * 64], ["1" * 64]
+    (foreign / "split.json").write_text(json.dumps(record))
+    main(_tuning_args(synthetic_dir, tmp_path / "tuned", foreign, "--fold", "3", "--max_train_steps", "1",
+                      "--checkpointing_steps", "no", "--max_generate_samples", "2", "--image_label_loss_weight", "0"))
+    tuned = AutoModel.from_pretrained(tmp_path / "tuned")
+    assert tuned.config.image_label_token and tuned.image_label_head is not None, "the fine-tuned folder keeps its class token"
+    assert "auxiliary class loss left out: --image_label_loss_weight 0" in (tmp_path / "tuned" / "README.md").read_text()
     headless = tmp_path / "headless"
     shutil.copytree(base_dir, headless)
     config = json.loads((headless / "config.json").read_text())
