@@ -91,7 +91,7 @@ class Classifier:
         else:
             if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
                 raise FileNotFoundError(f"{folder}: no preprocessor_config.json; save the image processor with the model")
-            self.model = AutoModelForImageClassification.from_pretrained(folder).to(self.device).eval()
+            self.model = AutoModelForImageClassification.from_pretrained(folder, use_kernels=False).to(self.device).eval()
             self.image_processor = AutoImageProcessor.from_pretrained(folder)
             self.kind = f"{config.model_type.upper()} classifier"
         self.labels = [self.model.config.id2label[index] for index in sorted(self.model.config.id2label)]

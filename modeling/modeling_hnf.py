@@ -342,6 +342,14 @@ class HNFPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["HNFLayer", "HNFTransformerBlock", "HNFTextEncoder"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, computing with torch's own operations unless `use_kernels=True` is passed:
+        transformers >= 5.25 otherwise swaps layers (its GELU among them) for kernels fetched from the Hub at load
+        time: code these models were not tested with, and a download at run time."""
+        kwargs.setdefault("use_kernels", False)
+        return super().from_pretrained(*args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)

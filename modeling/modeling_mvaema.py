@@ -693,6 +693,14 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, computing with torch's own operations unless `use_kernels=True` is passed:
+        transformers >= 5.25 otherwise swaps layers (its GELU among them) for kernels fetched from the Hub at load
+        time: code these models were not tested with, and a download at run time."""
+        kwargs.setdefault("use_kernels", False)
+        return super().from_pretrained(*args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -1351,10 +1359,10 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         config = copy.deepcopy(config) if config is not None else MVaEMaConfig(**config_kwargs)
         vision_source = text_source = None
         if vision_model_name_or_path is not None:
-            vision_source = AutoModel.from_pretrained(vision_model_name_or_path)
+            vision_source = AutoModel.from_pretrained(vision_model_name_or_path, use_kernels=False)  # see from_pretrained
             config.vision_config = MVaEMaVisionConfig(**_vision_config_from(vision_source, config.vision_config))
         if text_model_name_or_path is not None:
-            text_source = AutoModel.from_pretrained(text_model_name_or_path)
+            text_source = AutoModel.from_pretrained(text_model_name_or_path, use_kernels=False)
             if tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path)
         if tokenizer is not None:

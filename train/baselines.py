@@ -313,7 +313,7 @@ def load_blip_baseline(folder: str | Path) -> tuple[BlipForQuestionAnswering, Bl
 
     from emvision.processing.image_processing_micrograph import MicrographImageProcessor
 
-    model = BlipForQuestionAnswering.from_pretrained(folder)
+    model = BlipForQuestionAnswering.from_pretrained(folder, use_kernels=False)  # torch's own ops, offline (transformers >= 5.25)
     return model, BlipBaselineProcessor(MicrographImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder))
 
 

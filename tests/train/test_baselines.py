@@ -90,7 +90,7 @@ def test_vit_baseline_trains_and_reloads(rows, tmp_path):
     assert losses[-1] < losses[0]
     model.save_pretrained(tmp_path)
     model.eval()
-    reloaded = ViTForImageClassification.from_pretrained(tmp_path).eval()
+    reloaded = ViTForImageClassification.from_pretrained(tmp_path, use_kernels=False).eval()  # (transformers >= 5.25: no Hub kernels)
     torch.testing.assert_close(reloaded(pixel_values=batch["pixel_values"]).logits, model(pixel_values=batch["pixel_values"]).logits)
 
 
