@@ -97,7 +97,7 @@ class HNFTextEncoder(nn.Module):
         verbosity = logging.get_verbosity()
         logging.set_verbosity_error()  # an MLM checkpoint's head weights are expected leftovers, not news
         try:
-            pretrained = AutoModel.from_pretrained(name_or_path, use_kernels=False)  # torch's own ops (see HNFPreTrainedModel.from_pretrained)
+            pretrained = AutoModel.from_pretrained(name_or_path, use_kernels=False)  # torch's own ops (see torch_operations.py)
         finally:
             logging.set_verbosity(verbosity)
         missing, _ = self.language_model.load_state_dict(pretrained.state_dict(), strict=False)

@@ -22,6 +22,7 @@ from .conv_stem import MicrographConvStem
 from .hnf_graph import HNFGraphBlock
 from .hnf_ode import HNFBidirectionalODE, HNFFeedForward, HNFODEVectorField, HNFSelfAttention
 from .hnf_text import HNFTextEncoder
+from .torch_operations import TorchOperationsMixin
 
 
 @dataclass
@@ -332,7 +333,7 @@ class HNFCrossModalAttention(nn.Module):
         return self.norm(image_embeds + self.dropout(self.out_proj(attended)))
 
 
-class HNFPreTrainedModel(PreTrainedModel):
+class HNFPreTrainedModel(TorchOperationsMixin, PreTrainedModel):
     config_class = HNFConfig
     config: HNFConfig
     base_model_prefix = "hnf"
@@ -341,14 +342,6 @@ class HNFPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["HNFLayer", "HNFTransformerBlock", "HNFTextEncoder"]
     _supports_sdpa = True
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, computing with torch's own operations unless `use_kernels=True` is passed:
-        transformers >= 5.25 otherwise swaps layers (its GELU among them) for kernels fetched from the Hub at load
-        time: code these models were not tested with, and a download at run time."""
-        kwargs.setdefault("use_kernels", False)
-        return super().from_pretrained(*args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):

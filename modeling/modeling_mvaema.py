@@ -40,6 +40,7 @@ CACHE_NAME = "cache" if hasattr(_generic, "_rename_kwargs_for_bc") else "past_ke
 from .conv_stem import MicrographConvStem
 from .configuration_mvaema import BASICS_ANSWER_TEMPLATES, BASICS_QUESTION, MVaEMaConfig, MVaEMaTextConfig, MVaEMaVisionConfig
 from .losses import contrastive_loss, itm_loss, linear_cross_entropy, lm_loss, sample_hard_negatives
+from .torch_operations import TorchOperationsMixin
 
 try:  # emvision's vocabulary: the default zero-shot candidates and the special-token helpers
     from emvision.vocabulary import add_mvaema_special_tokens, category_display_name, special_token_ids
@@ -684,7 +685,7 @@ class MVaEMaLMTransform(nn.Module):
 # Pre-trained model base and the question-answering head
 
 
-class MVaEMaPreTrainedModel(PreTrainedModel):
+class MVaEMaPreTrainedModel(TorchOperationsMixin, PreTrainedModel):
     config_class = MVaEMaConfig
     base_model_prefix = "mvaema"
     input_modalities = ("image", "text")
@@ -692,14 +693,6 @@ class MVaEMaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MVaEMaVisionLayer", "MVaEMaTextLayer", "MVaEMaTextEmbeddings"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, computing with torch's own operations unless `use_kernels=True` is passed:
-        transformers >= 5.25 otherwise swaps layers (its GELU among them) for kernels fetched from the Hub at load
-        time: code these models were not tested with, and a download at run time."""
-        kwargs.setdefault("use_kernels", False)
-        return super().from_pretrained(*args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -1359,7 +1352,7 @@ class MVaEMaForQuestionAnswering(MVaEMaPreTrainedModel, GenerationMixin):
         config = copy.deepcopy(config) if config is not None else MVaEMaConfig(**config_kwargs)
         vision_source = text_source = None
         if vision_model_name_or_path is not None:
-            vision_source = AutoModel.from_pretrained(vision_model_name_or_path, use_kernels=False)  # see from_pretrained
+            vision_source = AutoModel.from_pretrained(vision_model_name_or_path, use_kernels=False)  # see torch_operations.py
             config.vision_config = MVaEMaVisionConfig(**_vision_config_from(vision_source, config.vision_config))
         if text_model_name_or_path is not None:
             text_source = AutoModel.from_pretrained(text_model_name_or_path, use_kernels=False)

@@ -171,8 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--baseline builds a new BLIP from scratch: it cannot be combined with --model_name_or_path, "
                      "--vision_model_name_or_path, --text_model_name_or_path or --lora")
     refuse_with_trained_model(parser, args, argv, NEW_MODEL_OPTIONS)
-    # a trained model's class-loss weight is its config's unless given (then it replaces it: see build_model_and_processor)
-    args.image_label_loss_weight_given = bool(given_options(parser, argv, ("image_label_loss_weight",)))
+    # a trained model's class-loss weight is its config's unless given (see build_model_and_processor, class_loss_of_run)
+    args.image_label_loss_weight_given = bool(args.model_name_or_path) and bool(given_options(parser, argv, ("image_label_loss_weight",)))
     if args.vision_pretrain_steps and not args.image_label_loss_weight and not (args.baseline or args.model_name_or_path):
         parser.error("--vision_pretrain_steps trains the image encoder's class head: it needs --image_label_loss_weight > 0 "
                      "(or --vision_pretrain_steps 0)")

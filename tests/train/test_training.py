@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_MVAEMA = "vision_config.num_hidden_layers=1,text_config.num_hidden_layers=1"
 TINY_HNF = "patch_sizes=[32,32],num_neighbors=[4,4],hidden_size=32,intermediate_size=64,fusion_num_heads=2,num_attention_heads=2"
 FAST = ["--report_to", "none", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--num_folds", "5"]
+SMALL_RUN = ["--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", *FAST]
 
 
 @pytest.fixture(scope="session")
@@ -32,18 +33,13 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 
 def _vqa_args(dataset: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--dataset", str(dataset), "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA,
-        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", "--vision_pretrain_steps", "2", *FAST, *extra,
-    ]
+    return ["--dataset", str(dataset), "--output_dir", str(output_dir), "--config_overrides", TINY_MVAEMA, "--vision_pretrain_steps", "2",
+            *SMALL_RUN, *extra]
 
 
 def _tuning_args(dataset: Path, output_dir: Path, base: Path, *extra: str) -> list[str]:
     """`_vqa_args` for a run that starts from the trained model `base` (which keeps its own architecture)."""
-    return [
-        "--dataset", str(dataset), "--output_dir", str(output_dir), "--model_name_or_path", str(base),
-        "--max_generate_samples", "8", "--max_new_tokens", "8", "--max_eval_samples", "16", *FAST, *extra,
-    ]
+    return ["--dataset", str(dataset), "--output_dir", str(output_dir), "--model_name_or_path", str(base), *SMALL_RUN, *extra]
 
 
 def _env(**extra) -> dict:
